@@ -1,0 +1,118 @@
+"""What a solver is, and the validation and batching that every solver shares.
+
+A solver maps scores or costs ``theta [*batch, *event]`` to a discrete solution of
+the same shape, ``y*(theta) = argmax_y <theta, y>`` (sense "max") or argmin (sense
+"min"). Leading dims are batch dims. :class:`BatchSolver` does the boundary work
+once for all built-in solvers: type, finiteness and shape checks, flattening the
+batch, the CPU/float64 numpy round trip, and returning on theta's device and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+Sense = Literal["min", "max"]
+SENSES = ("min", "max")
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """The solver contract: ``y = solver(theta)`` over ``event_ndim`` trailing dims."""
+
+    name: str
+    sense: Sense
+    event_ndim: int
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_sense(owner: str, sense: object) -> Sense:
+    """Return ``sense`` if it is "min" or "max", else raise ValueError."""
+    if sense not in SENSES:
+        raise ValueError(f"{owner}: sense must be 'min' or 'max', got {sense!r}")
+    return sense  # type: ignore[return-value]
+
+
+def check_positive_int(owner: str, argument: str, value: object, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum`` (bools excluded), else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{owner}: {argument} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_choice(owner: str, argument: str, value: object, choices: Sequence[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{owner}: {argument} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_theta(owner: str, theta: object, event_ndim: int, argument: str = "theta") -> torch.Tensor:
+    """Check that ``theta`` is a finite floating tensor with at least ``event_ndim`` dims.
+
+    Raises:
+        TypeError: If ``theta`` is not a torch.Tensor.
+        ValueError: If it has too few dims, is not floating point, or holds NaN/inf.
+    """
+    if not isinstance(theta, torch.Tensor):
+        raise TypeError(f"{owner}: {argument} must be a torch.Tensor, got {type(theta).__name__}")
+    if theta.ndim < event_ndim:
+        raise ValueError(
+            f"{owner}: {argument} must have at least {event_ndim} dims [*, <event>], "
+            f"got shape {tuple(theta.shape)}"
+        )
+    if not theta.is_floating_point():
+        raise ValueError(f"{owner}: {argument} must be a floating tensor, got dtype {theta.dtype}")
+    if theta.numel() and not bool(torch.isfinite(theta).all()):
+        raise ValueError(f"{owner}: {argument} must be finite, got NaN or inf values")
+    return theta
+
+
+class BatchSolver:
+    """Base class for solvers that run on one flat batch ``[B, *event]``.
+
+    Subclasses set ``name``, ``sense`` and ``event_ndim``, may override
+    :meth:`check_event` for problem-specific checks, and implement either
+    :meth:`solve_batch` on a float64 numpy array (numba and Python kernels; it is a
+    fresh copy, so the caller's tensor is never modified) or, for torch-native
+    solvers that run on theta's own device, :meth:`solve_flat`.
+    """
+
+    name: str
+    sense: Sense
+    event_ndim: int
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        """Solve every instance of ``theta [*batch, *event]``; returns ``y`` of the same shape."""
+        check_theta(self.name, theta, self.event_ndim)
+        event_shape = tuple(theta.shape[theta.ndim - self.event_ndim :])
+        batch_shape = tuple(theta.shape[: theta.ndim - self.event_ndim])
+        self.check_event(theta, event_shape)
+        flat = theta.detach().reshape(-1, *event_shape)
+        if flat.shape[0] == 0:
+            y = torch.zeros_like(flat)
+        else:
+            y = self.solve_flat(flat)
+        return y.reshape(*batch_shape, *event_shape).to(device=theta.device, dtype=theta.dtype)
+
+    def solve_flat(self, theta: torch.Tensor) -> torch.Tensor:
+        """Solve ``theta [B, *event]`` (B >= 1, detached); return ``y [B, *event]``.
+
+        The default runs :meth:`solve_batch` on a float64 CPU copy.
+        """
+        array = np.ascontiguousarray(theta.to("cpu", torch.float64).numpy())
+        return torch.from_numpy(np.asarray(self.solve_batch(array)))
+
+    def check_event(self, theta: torch.Tensor, event_shape: tuple[int, ...]) -> None:
+        """Raise ValueError if ``event_shape`` (or theta's values) suit no instance."""
+
+    def solve_batch(self, theta: np.ndarray) -> np.ndarray:
+        """Solve ``theta [B, *event]`` (float64, C-contiguous); return ``y [B, *event]``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, sense={self.sense!r})"

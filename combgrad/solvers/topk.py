@@ -1,0 +1,49 @@
+"""``topk``: the k-hot mask of the k largest scores."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import BatchSolver, check_positive_int
+from .registry import register
+
+
+class TopK(BatchSolver):
+    """k-hot ``y`` marking the ``k`` largest entries of each instance ``theta [*, n]``.
+
+    Sense "max"; among equal scores the lower index is chosen first. Runs in torch
+    on theta's device.
+
+    Args:
+        k: How many entries to select, ``1 <= k <= n``.
+
+    Example:
+        >>> import torch, combgrad as cg
+        >>> cg.solvers.get("topk", k=2)(torch.tensor([0.5, 3.0, 0.5, 1.0]))
+        tensor([0., 1., 0., 1.])
+    """
+
+    name = "topk"
+    sense = "max"
+    event_ndim = 1
+
+    def __init__(self, *, k: int) -> None:
+        self.k = check_positive_int("topk", "k", k)
+
+    def check_event(self, theta: torch.Tensor, event_shape: tuple[int, ...]) -> None:
+        if event_shape[0] < self.k:
+            raise ValueError(
+                f"topk: theta's last dim must be at least k={self.k}, got shape {tuple(theta.shape)}"
+            )
+
+    def solve_flat(self, theta: torch.Tensor) -> torch.Tensor:
+        # A stable descending sort keeps the lower index first among ties, which
+        # torch.topk does not promise.
+        order = torch.sort(theta, dim=-1, descending=True, stable=True).indices
+        return torch.zeros_like(theta).scatter_(-1, order[..., : self.k], 1.0)
+
+    def __repr__(self) -> str:
+        return f"TopK(k={self.k})"
+
+
+register("topk", TopK)

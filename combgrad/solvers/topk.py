@@ -37,10 +37,15 @@ class TopK(BatchSolver):
             )
 
     def solve_flat(self, theta: torch.Tensor) -> torch.Tensor:
-        # A stable descending sort keeps the lower index first among ties, which
-        # torch.topk does not promise.
-        order = torch.sort(theta, dim=-1, descending=True, stable=True).indices
-        return torch.zeros_like(theta).scatter_(-1, order[..., : self.k], 1.0)
+        # torch.topk is fast but promises nothing about ties, so it only finds the
+        # k-th largest value; entries above it are taken, and entries equal to it
+        # fill the remaining places in index order (lower index first).
+        kth_largest = torch.topk(theta, self.k, dim=-1, sorted=True).values[..., -1:]
+        above = theta > kth_largest
+        at = theta == kth_largest
+        places_left = self.k - above.sum(dim=-1, keepdim=True)
+        chosen = above | (at & (at.cumsum(dim=-1) <= places_left))
+        return chosen.to(theta.dtype)
 
     def __repr__(self) -> str:
         return f"TopK(k={self.k})"

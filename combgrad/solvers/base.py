@@ -9,6 +9,7 @@ batch, the CPU/float64 numpy round trip, and returning on theta's device and dty
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -92,7 +93,8 @@ class BatchSolver:
         event_shape = tuple(theta.shape[theta.ndim - self.event_ndim :])
         batch_shape = tuple(theta.shape[: theta.ndim - self.event_ndim])
         self.check_event(theta, event_shape)
-        flat = theta.detach().reshape(-1, *event_shape)
+        # An explicit batch size: reshape(-1, ...) is ambiguous when an event dim is 0.
+        flat = theta.detach().reshape(math.prod(batch_shape), *event_shape)
         if flat.shape[0] == 0:
             y = torch.zeros_like(flat)
         else:
@@ -104,7 +106,11 @@ class BatchSolver:
 
         The default runs :meth:`solve_batch` on a float64 CPU copy.
         """
-        array = np.ascontiguousarray(theta.to("cpu", torch.float64).numpy())
+        # copy=True: a float64 CPU theta would otherwise be shared with the kernel,
+        # which may then write into the caller's tensor (or return it as y).
+        array = theta.to(
+            "cpu", torch.float64, copy=True, memory_format=torch.contiguous_format
+        ).numpy()
         return torch.from_numpy(np.asarray(self.solve_batch(array)))
 
     def check_event(self, theta: torch.Tensor, event_shape: tuple[int, ...]) -> None:

@@ -1,0 +1,292 @@
+"""``shortest_path``: the cheapest path between two cells of a vertex-weighted grid.
+
+This is the solver of the Warcraft shortest-path benchmark (Vlastelica et al.,
+2020): every cell of an ``H x W`` map has a cost, a path moves between
+neighbouring cells (4 or 8 of them), and its cost is the sum of the costs of all
+the cells it visits, both ends included. The kernel is Dijkstra's algorithm with a
+binary heap, compiled by numba and run over the batch on several threads.
+
+References:
+    E. W. Dijkstra. A note on two problems in connexion with graphs.
+    Numerische Mathematik 1, 269-271, 1959.
+
+    M. Vlastelica, A. Paulus, V. Musil, G. Martius, M. Rolinek. Differentiation of
+    Blackbox Combinatorial Solvers. ICLR 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+from .base import BatchSolver, check_choice
+from .registry import register
+
+# Row and column steps to the neighbours of a cell. Their order does not change
+# the result: a cell's predecessor depends only on the order in which cells are
+# settled (see ShortestPath's tie rule), not on the order of relaxation.
+_STEPS = {
+    4: np.array([[-1, 0], [0, -1], [0, 1], [1, 0]], dtype=np.int64),
+    8: np.array(
+        [[-1, -1], [-1, 0], [-1, 1], [0, -1], [0, 1], [1, -1], [1, 0], [1, 1]], dtype=np.int64
+    ),
+}
+
+
+@njit(cache=True, inline="always")
+def _before(key_a: float, cell_a: int, key_b: float, cell_b: int) -> bool:
+    # The heap orders entries by (distance, row-major cell index); the index makes
+    # the settling order, and hence the returned path, deterministic.
+    return key_a < key_b or (key_a == key_b and cell_a < cell_b)
+
+
+@njit(cache=True)
+def _heap_push(keys, cells, size, key, cell):
+    position = size
+    while position > 0:
+        parent = (position - 1) >> 1
+        if _before(keys[parent], cells[parent], key, cell):
+            break
+        keys[position] = keys[parent]
+        cells[position] = cells[parent]
+        position = parent
+    keys[position] = key
+    cells[position] = cell
+    return size + 1
+
+
+@njit(cache=True)
+def _heap_pop(keys, cells, size):
+    key = keys[0]
+    cell = cells[0]
+    size -= 1
+    last_key = keys[size]
+    last_cell = cells[size]
+    position = 0
+    while True:
+        child = 2 * position + 1
+        if child >= size:
+            break
+        right = child + 1
+        if right < size and _before(keys[right], cells[right], keys[child], cells[child]):
+            child = right
+        if not _before(keys[child], cells[child], last_key, last_cell):
+            break
+        keys[position] = keys[child]
+        cells[position] = cells[child]
+        position = child
+    keys[position] = last_key
+    cells[position] = last_cell
+    return key, cell, size
+
+
+@njit(cache=True)
+def _dijkstra_grid(costs, clip, source, target, offsets, out, cost, distance, predecessor, settled, keys, cells):
+    """One instance: marks the path from ``source`` to ``target`` in ``out [H, W]``.
+
+    The grid is held with a one-cell border, ``(H + 2) x (W + 2)`` row-major, whose
+    cells count as settled: neighbours are then ``cell + offsets[k]`` with no
+    bounds checks (about 15% faster than checking rows and columns). Padded
+    indices keep the row-major order of the real cells, so the tie rule is
+    unchanged. ``cost``, ``distance``, ``predecessor``, ``settled`` (padded size)
+    and the heap arrays ``keys``, ``cells`` (``len(offsets) * H * W + 1``, one
+    push per relaxation at most) are scratch buffers owned by the calling thread.
+    """
+    height, width = costs.shape
+    stride = width + 2
+    for cell in range((height + 2) * stride):
+        settled[cell] = True
+    for row in range(height):
+        for col in range(width):
+            cell = (row + 1) * stride + col + 1
+            value = costs[row, col]
+            cost[cell] = 0.0 if clip and value < 0.0 else value
+            distance[cell] = np.inf
+            predecessor[cell] = -1
+            settled[cell] = False
+    start = (source[0] + 1) * stride + source[1] + 1
+    goal = (target[0] + 1) * stride + target[1] + 1
+    distance[start] = cost[start]
+    size = _heap_push(keys, cells, 0, cost[start], start)
+    while size > 0:
+        current, cell, size = _heap_pop(keys, cells, size)
+        if settled[cell]:
+            continue  # a stale entry left behind by a later improvement
+        settled[cell] = True
+        if cell == goal:
+            break
+        for step in range(offsets.shape[0]):
+            neighbour = cell + offsets[step]
+            if settled[neighbour]:
+                continue
+            candidate = current + cost[neighbour]
+            # Strict improvement only: among equally cheap predecessors the one
+            # settled first keeps the neighbour.
+            if candidate < distance[neighbour]:
+                distance[neighbour] = candidate
+                predecessor[neighbour] = cell
+                size = _heap_push(keys, cells, size, candidate, neighbour)
+    cell = goal
+    while cell != -1:
+        out[cell // stride - 1, cell % stride - 1] = 1
+        cell = predecessor[cell]
+
+
+@njit(cache=True, parallel=True)
+def _dijkstra_grid_batch(costs, clip, source, target, steps, chunks):
+    """All instances of ``costs [B, H, W]``; returns the uint8 path masks ``[B, H, W]``.
+
+    The batch is cut into ``chunks`` contiguous pieces run in parallel.
+    """
+    batch, height, width = costs.shape
+    out = np.zeros((batch, height, width), dtype=np.uint8)
+    padded = (height + 2) * (width + 2)
+    offsets = steps[:, 0] * (width + 2) + steps[:, 1]
+    # Scratch buffers are allocated once per chunk instead of once per instance.
+    chunks = max(1, min(batch, chunks))
+    for chunk in prange(chunks):
+        cost = np.empty(padded, dtype=np.float64)
+        distance = np.empty(padded, dtype=np.float64)
+        predecessor = np.empty(padded, dtype=np.int64)
+        settled = np.empty(padded, dtype=np.bool_)
+        keys = np.empty(steps.shape[0] * height * width + 1, dtype=np.float64)
+        cells = np.empty(steps.shape[0] * height * width + 1, dtype=np.int64)
+        for index in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
+            _dijkstra_grid(
+                costs[index], clip, source, target, offsets, out[index],
+                cost, distance, predecessor, settled, keys, cells,
+            )
+    return out
+
+
+def _chunks() -> int:
+    # One contiguous chunk of the batch per thread, matching numba's static prange
+    # schedule (a dynamic schedule, set_parallel_chunksize(1), measured 2-3x slower
+    # here). Read in Python: numba.get_num_threads inside the kernel stops numba
+    # from caching it.
+    return numba.get_num_threads()
+
+
+def _check_cell(argument: str, value: object) -> tuple[int, int] | None:
+    if value is None and argument == "target":
+        return None
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or len(value) != 2
+        or not all(
+            isinstance(index, (int, np.integer)) and not isinstance(index, bool) and index >= 0
+            for index in value
+        )
+    ):
+        raise ValueError(
+            f"shortest_path: {argument} must be a (row, col) pair of non-negative integers, "
+            f"got {value!r}"
+        )
+    return int(value[0]), int(value[1])
+
+
+class ShortestPath(BatchSolver):
+    """Cheapest path on a vertex-weighted grid, for each instance of ``costs [*, H, W]``.
+
+    Sense "min". A path is a sequence of cells from ``source`` to ``target`` in
+    which each cell neighbours the previous one (4 or 8 neighbours); its cost is
+    the sum of the costs of every cell on it, both ends included. The output ``y``
+    has costs' shape, dtype and device and holds 1 on the cells of the path and 0
+    elsewhere, so ``(costs * y).sum((-2, -1))`` is the path's cost.
+
+    Tie rule: Dijkstra settles, at each step, the unsettled cell with the
+    smallest ``(tentative distance, row-major index r * W + c)``, and a cell's
+    predecessor changes only on a strict improvement. Hence the predecessor of
+    each cell on the returned path is the *first settled* neighbour through which
+    the cell reaches its (floating-point) shortest distance. The search stops as
+    soon as the target is settled.
+
+    Negative costs, which perturbation-based gradient estimators produce, break
+    Dijkstra; with ``negative="clip"`` (the default) they are read as 0 (the input
+    is not modified), with ``negative="raise"`` they raise ValueError. Zero costs
+    are allowed.
+
+    Args:
+        source: ``(row, col)`` of the first cell; default the top-left ``(0, 0)``.
+        target: ``(row, col)`` of the last cell; default ``None`` means the
+            bottom-right ``(H - 1, W - 1)`` of each call's grid.
+        neighbourhood: 8 (default; king moves, diagonals included) or 4.
+        negative: ``"clip"`` (default) or ``"raise"``.
+
+    Raises:
+        ValueError: On invalid options; at call time on costs with fewer than 2
+            dims, an empty grid, NaN/inf, a source or target outside the grid, or
+            negative costs when ``negative="raise"``.
+
+    Example:
+        >>> import torch, combgrad as cg
+        >>> costs = torch.tensor([[1., 9., 1.], [1., 9., 1.], [1., 1., 1.]])
+        >>> cg.solvers.get("shortest_path", neighbourhood=4)(costs)
+        tensor([[1., 0., 0.],
+                [1., 0., 0.],
+                [1., 1., 1.]])
+    """
+
+    name = "shortest_path"
+    sense = "min"
+    event_ndim = 2
+
+    def __init__(
+        self,
+        *,
+        source: tuple[int, int] = (0, 0),
+        target: tuple[int, int] | None = None,
+        neighbourhood: int = 8,
+        negative: str = "clip",
+    ) -> None:
+        self.source = _check_cell("source", source)
+        self.target = _check_cell("target", target)
+        self.neighbourhood = int(check_choice("shortest_path", "neighbourhood", neighbourhood, (4, 8)))
+        self.negative = check_choice("shortest_path", "negative", negative, ("clip", "raise"))
+
+    def _target(self, height: int, width: int) -> tuple[int, int]:
+        return (height - 1, width - 1) if self.target is None else self.target
+
+    def check_event(self, theta: torch.Tensor, event_shape: tuple[int, ...]) -> None:
+        height, width = event_shape
+        if height < 1 or width < 1:
+            raise ValueError(
+                f"shortest_path: costs must have H >= 1 and W >= 1 in [*, H, W], "
+                f"got shape {tuple(theta.shape)}"
+            )
+        for argument, (row, col) in (("source", self.source), ("target", self._target(height, width))):
+            if row >= height or col >= width:
+                raise ValueError(
+                    f"shortest_path: {argument} must lie inside the {height} x {width} grid "
+                    f"(0 <= row < {height}, 0 <= col < {width}), got ({row}, {col})"
+                )
+        if self.negative == "raise" and theta.numel() and bool((theta < 0).any()):
+            raise ValueError(
+                f"shortest_path: costs must be >= 0 with negative='raise', got minimum "
+                f"{float(theta.min()):.6g}; use negative='clip' to read negative costs as 0"
+            )
+
+    def solve_batch(self, theta: np.ndarray) -> np.ndarray:
+        height, width = theta.shape[1:]
+        return _dijkstra_grid_batch(
+            theta,
+            self.negative == "clip",
+            np.array(self.source, dtype=np.int64),
+            np.array(self._target(height, width), dtype=np.int64),
+            _STEPS[self.neighbourhood],
+            _chunks(),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ShortestPath(source={self.source}, target={self.target}, "
+            f"neighbourhood={self.neighbourhood}, negative={self.negative!r})"
+        )
+
+
+register("shortest_path", ShortestPath)

@@ -87,7 +87,7 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
-        return name in self._factories
+        return isinstance(name, str) and name in self._factories
 
     def _unknown(self, name: object) -> KeyError:
         known = ", ".join(sorted(self._factories))

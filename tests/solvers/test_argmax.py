@@ -1,0 +1,69 @@
+"""Tests for combgrad/solvers/argmax.py."""
+
+import numpy as np
+import pytest
+import torch
+
+import combgrad as cg
+from combgrad.solvers.argmax import Argmax
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_hot_of_the_largest_entry(n, seed, dtype):
+    generator = torch.Generator().manual_seed(seed)
+    theta = torch.randn(3, 5, n, generator=generator, dtype=dtype)
+    y = Argmax()(theta)
+    assert y.shape == theta.shape and y.dtype == dtype
+    assert torch.equal(y.sum(-1), torch.ones(3, 5, dtype=dtype))
+    # Independent reference: the chosen entry equals the maximum, per numpy.
+    reference = np.max(theta.numpy(), axis=-1)
+    assert np.array_equal((y * theta).sum(-1).numpy(), reference)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ties_go_to_the_lower_index(seed):
+    rng = np.random.default_rng(seed)
+    theta = rng.integers(0, 3, size=(50, 6)).astype(np.float64)
+    y = Argmax()(torch.from_numpy(theta)).numpy()
+    # Brute force: the first index whose value equals the maximum.
+    first = np.array([next(i for i, v in enumerate(row) if v == row.max()) for row in theta])
+    assert np.array_equal(y.argmax(-1), first)
+    assert (y.sum(-1) == 1).all()
+
+
+def test_input_unchanged_and_empty_batch():
+    theta = torch.tensor([[0.1, 2.0, 2.0], [3.0, -1.0, 0.0]])
+    before = theta.clone()
+    y = Argmax()(theta)
+    assert torch.equal(theta, before)
+    assert y.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    assert Argmax()(torch.zeros(0, 4)).shape == (0, 4)
+
+
+def test_output_is_detached_from_autograd():
+    theta = torch.randn(4, 3, requires_grad=True)
+    assert not Argmax()(theta).requires_grad
+
+
+def test_solver_attributes_and_registry():
+    solver = cg.solvers.get("argmax")
+    assert isinstance(solver, Argmax)
+    assert (solver.name, solver.sense, solver.event_ndim) == ("argmax", "max", 1)
+
+
+@pytest.mark.parametrize(
+    "theta, error, match",
+    [
+        (torch.zeros(3, 0), ValueError, "at least 1 entry"),
+        (torch.zeros(()), ValueError, "at least 1 dims"),
+        (torch.tensor([0.0, float("nan")]), ValueError, "finite"),
+        (torch.tensor([0.0, float("-inf")]), ValueError, "finite"),
+        (torch.tensor([1, 2]), ValueError, "floating"),
+        ([0.0, 1.0], TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_inputs(theta, error, match):
+    with pytest.raises(error, match=match):
+        Argmax()(theta)

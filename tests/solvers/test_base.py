@@ -1,0 +1,194 @@
+"""Tests for combgrad/solvers/base.py: the shared validation, batching and round trip."""
+
+import numpy as np
+import pytest
+import torch
+
+from combgrad.solvers import Argmax, BatchSolver, Solver
+from combgrad.solvers.base import check_choice, check_positive_int, check_sense, check_theta
+
+
+class RecordingSolver(BatchSolver):
+    """Marks the positive entries of ``theta [*, n, m]`` and records what the kernel saw."""
+
+    name = "recording"
+    sense = "max"
+    event_ndim = 2
+
+    def __init__(self) -> None:
+        self.seen = []
+        self.events = []
+
+    def check_event(self, theta, event_shape):
+        self.events.append(event_shape)
+        if event_shape[-1] == 7:
+            raise ValueError("recording: no 7 columns")
+
+    def solve_batch(self, theta):
+        self.seen.append((theta.shape, theta.dtype, theta.flags.c_contiguous))
+        y = (theta > 0).astype(np.float64)
+        theta[...] = -123.0  # a careless kernel: the caller's tensor must not see this
+        return y
+
+
+class TorchSolver(BatchSolver):
+    """A torch-native solver: ``solve_flat`` runs on theta's own device."""
+
+    name = "torch_native"
+    sense = "min"
+    event_ndim = 1
+
+    def __init__(self) -> None:
+        self.devices = []
+
+    def solve_flat(self, theta):
+        self.devices.append((theta.device, theta.dtype, tuple(theta.shape)))
+        return (theta < 0).to(theta.dtype)
+
+
+def test_batch_dims_are_flattened_and_restored():
+    solver = RecordingSolver()
+    theta = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    y = solver(theta)
+    assert solver.seen == [((6, 4, 5), np.float64, True)]
+    assert solver.events == [(4, 5)]
+    assert y.shape == theta.shape
+    assert torch.equal(y, (theta > 0).float())
+
+
+def test_single_instance_without_batch_dims():
+    solver = RecordingSolver()
+    theta = torch.tensor([[1.0, -1.0], [-2.0, 2.0]])
+    assert solver(theta).tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert solver.seen[0][0] == (1, 2, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_output_has_theta_dtype_and_input_is_not_modified(dtype):
+    solver = RecordingSolver()
+    theta = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(1)).to(dtype)
+    before = theta.clone()
+    y = solver(theta)
+    assert y.dtype == dtype and y.device == theta.device
+    assert torch.equal(theta, before)
+    assert y.data_ptr() != theta.data_ptr()
+    assert torch.equal(y, (before > 0).to(dtype))
+
+
+def test_non_contiguous_input_is_solved_as_its_values():
+    solver = RecordingSolver()
+    base = torch.randn(4, 3, 2, dtype=torch.float64)
+    theta = base.transpose(0, 2)  # [2, 3, 4], non-contiguous
+    before = base.clone()
+    y = solver(theta)
+    assert solver.seen[0][2]  # the kernel gets a C-contiguous array
+    assert torch.equal(y, (theta > 0).double())
+    assert torch.equal(base, before)
+
+
+def test_empty_batch_skips_the_kernel():
+    solver = RecordingSolver()
+    y = solver(torch.zeros(0, 3, 4))
+    assert y.shape == (0, 3, 4) and solver.seen == []
+    y = solver(torch.zeros(2, 0, 3, 4))
+    assert y.shape == (2, 0, 3, 4) and solver.seen == []
+
+
+def test_empty_event_dim_reaches_the_kernel():
+    # reshape(-1, 0) is ambiguous; the batch size must be explicit.
+    solver = RecordingSolver()
+    y = solver(torch.zeros(3, 2, 0))
+    assert y.shape == (3, 2, 0)
+    assert solver.seen[0][0] == (3, 2, 0)
+
+
+def test_output_is_detached():
+    theta = torch.randn(2, 3, 3, requires_grad=True)
+    y = RecordingSolver()(theta)
+    assert not y.requires_grad and theta.grad is None
+
+
+def test_check_event_is_called_and_its_error_propagates():
+    with pytest.raises(ValueError, match="recording: no 7 columns"):
+        RecordingSolver()(torch.zeros(2, 7))
+
+
+@pytest.mark.parametrize(
+    "theta, error, match",
+    [
+        ([[1.0]], TypeError, "recording: theta must be a torch.Tensor, got list"),
+        (torch.zeros(3), ValueError, r"at least 2 dims \[\*, <event>\], got shape \(3,\)"),
+        (torch.zeros(2, 2, dtype=torch.int32), ValueError, "floating tensor, got dtype torch.int32"),
+        (torch.zeros(2, 2, dtype=torch.bool), ValueError, "floating tensor"),
+        (torch.tensor([[0.0, float("nan")]]), ValueError, "must be finite"),
+        (torch.tensor([[float("-inf"), 0.0]]), ValueError, "must be finite"),
+    ],
+)
+def test_theta_validation(theta, error, match):
+    solver = RecordingSolver()
+    with pytest.raises(error, match=match):
+        solver(theta)
+    assert solver.seen == []
+
+
+def test_torch_native_solver_runs_on_the_flat_batch():
+    solver = TorchSolver()
+    theta = torch.tensor([[[1.0, -2.0]], [[-3.0, 4.0]]])
+    y = solver(theta)
+    assert solver.devices == [(torch.device("cpu"), torch.float32, (2, 2))]
+    assert y.tolist() == [[[0.0, 1.0]], [[1.0, 0.0]]]
+
+
+def test_solve_batch_must_be_implemented():
+    class Incomplete(BatchSolver):
+        name, sense, event_ndim = "incomplete", "max", 1
+
+    with pytest.raises(NotImplementedError):
+        Incomplete()(torch.zeros(3))
+    assert repr(Incomplete()) == "Incomplete(name='incomplete', sense='max')"
+
+
+def test_solver_protocol():
+    assert isinstance(Argmax(), Solver)
+    assert isinstance(RecordingSolver(), Solver)
+    assert not isinstance(object(), Solver)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_input_is_solved_on_cpu_and_returned_on_its_device():
+    theta = torch.randn(4, 2, 3, device="cuda", dtype=torch.float32)
+    solver = RecordingSolver()
+    y = solver(theta)
+    assert y.device == theta.device and y.dtype == torch.float32
+    assert solver.seen[0][1] == np.float64
+    assert torch.equal(y.cpu(), (theta.cpu() > 0).float())
+    torch_solver = TorchSolver()
+    y = torch_solver(theta[:, 0])
+    assert torch_solver.devices[0][0].type == "cuda" and y.device == theta.device
+
+
+def test_check_sense():
+    assert check_sense("s", "min") == "min" and check_sense("s", "max") == "max"
+    with pytest.raises(ValueError, match="s: sense must be 'min' or 'max', got 'maximize'"):
+        check_sense("s", "maximize")
+
+
+def test_check_positive_int():
+    assert check_positive_int("s", "k", 3) == 3
+    assert check_positive_int("s", "k", np.int32(4)) == 4
+    assert check_positive_int("s", "k", 0, minimum=0) == 0
+    for bad in (0, -1, 2.0, True, "3", None):
+        with pytest.raises(ValueError, match="s: k must be an integer >= 1, got"):
+            check_positive_int("s", "k", bad)
+
+
+def test_check_choice():
+    assert check_choice("s", "neighbourhood", 4, (4, 8)) == 4
+    with pytest.raises(ValueError, match=r"s: neighbourhood must be one of \[4, 8\], got 6"):
+        check_choice("s", "neighbourhood", 6, (4, 8))
+
+
+def test_check_theta_names_the_argument():
+    assert check_theta("s", torch.zeros(2), 1) is not None
+    with pytest.raises(ValueError, match="s: costs must be finite"):
+        check_theta("s", torch.tensor([float("nan")]), 1, argument="costs")

@@ -1,0 +1,162 @@
+"""Tests for combgrad/solvers/knapsack.py against brute force over all subsets."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import combgrad as cg
+from combgrad.solvers.knapsack import Knapsack
+
+
+def brute_force(values: np.ndarray, weights: np.ndarray, capacity: int) -> tuple[float, np.ndarray]:
+    """The best value, and the optimal selection minimizing (y[n-1], ..., y[0]) lexicographically."""
+    n = len(values)
+    # Rows of `keys` are (y[n-1], ..., y[0]) in lexicographic order.
+    keys = np.array(list(itertools.product((0, 1), repeat=n)))
+    selections = keys[:, ::-1]
+    totals = selections @ values
+    totals[selections @ weights > capacity] = -np.inf
+    best = totals.max()
+    return float(best), selections[np.argmax(totals == best)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 12])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_matches_brute_force_on_random_instances(n, seed):
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(0, 10, size=n)
+    capacity = int(rng.integers(0, weights.sum() + 2))
+    values = rng.normal(size=(5, n))
+    y = Knapsack(weights=weights, capacity=capacity)(torch.from_numpy(values)).numpy()
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert (y @ weights <= capacity).all()
+    assert not (y * (values <= 0)).any()
+    for instance, solution in zip(values, y):
+        assert solution @ instance == pytest.approx(brute_force(instance, weights, capacity)[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 6, 10, 12])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tie_rule_matches_brute_force_on_integer_values(n, seed):
+    # Small integer values and weights make many optimal selections, compared exactly.
+    rng = np.random.default_rng(50 + seed)
+    weights = rng.integers(0, 4, size=n)
+    capacity = int(rng.integers(0, weights.sum() + 1))
+    values = rng.integers(-1, 3, size=(4, n)).astype(np.float64)
+    y = Knapsack(weights=weights, capacity=capacity)(torch.from_numpy(values)).numpy()
+    for instance, solution in zip(values, y):
+        best_value, best_selection = brute_force(instance, weights, capacity)
+        assert solution @ instance == best_value
+        assert solution.tolist() == best_selection.tolist()
+
+
+def test_equal_items_are_taken_lowest_index_first():
+    solver = Knapsack(weights=[2, 2, 2, 2, 2], capacity=5)
+    assert solver(torch.ones(5)).tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_non_positive_values_are_never_taken():
+    solver = Knapsack(weights=[0, 1, 1, 0], capacity=10)
+    y = solver(torch.tensor([0.0, -1.0, 2.0, -0.5]))
+    assert y.tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_capacity_zero_takes_only_weightless_items():
+    solver = Knapsack(weights=[0, 1, 0, 3], capacity=0)
+    assert solver(torch.tensor([1.0, 5.0, 2.0, 4.0])).tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_capacity_above_total_weight_takes_every_positive_item():
+    solver = Knapsack(weights=[3, 5, 7], capacity=10**12)
+    assert solver(torch.tensor([1.0, -2.0, 3.0])).tolist() == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [[3, 4, 2], (3, 4, 2), np.array([3, 4, 2]), np.array([3.0, 4.0, 2.0]),
+     torch.tensor([3, 4, 2]), torch.tensor([3.0, 4.0, 2.0]), np.array([3, 4, 2], dtype=np.uint8)],
+)
+def test_weights_accept_tensors_sequences_and_arrays(weights):
+    solver = cg.solvers.get("knapsack", weights=weights, capacity=np.int64(5))
+    assert solver.capacity == 5 and solver.weights.tolist() == [3, 4, 2]
+    assert solver(torch.tensor([4.0, 5.0, 3.0])).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_weights_are_copied_from_the_caller():
+    weights = np.array([1, 2, 3])
+    solver = Knapsack(weights=weights, capacity=3)
+    weights[:] = 100
+    assert solver(torch.tensor([1.0, 1.0, 1.0])).tolist() == [1.0, 1.0, 0.0]
+
+
+def test_batch_dims_dtype_and_input_unchanged():
+    rng = np.random.default_rng(4)
+    weights = rng.integers(1, 6, size=7)
+    theta = torch.from_numpy(rng.normal(size=(2, 3, 7))).float()
+    before = theta.clone()
+    solver = Knapsack(weights=weights, capacity=10)
+    y = solver(theta)
+    assert y.shape == theta.shape and y.dtype == torch.float32
+    assert torch.equal(theta, before)
+    for i in range(2):
+        for j in range(3):
+            assert torch.equal(y[i, j], solver(theta[i, j]))
+    assert solver(torch.zeros(0, 7)).shape == (0, 7)
+
+
+def test_solver_attributes_and_registry():
+    solver = cg.solvers.get("knapsack", weights=[1, 2], capacity=2)
+    assert isinstance(solver, Knapsack)
+    assert (solver.name, solver.sense, solver.event_ndim) == ("knapsack", "max", 1)
+    assert "knapsack" in cg.solvers.names()
+    assert repr(solver) == "Knapsack(weights=[1, 2], capacity=2)"
+
+
+@pytest.mark.parametrize(
+    "weights, capacity, match",
+    [
+        ([[1, 2], [3, 4]], 3, "1-D"),
+        ([], 3, "at least one item"),
+        ([1, -2, 3], 3, "non-negative"),
+        ([1.5, 2.0], 3, "must be integers; scale"),
+        ([1.0, float("nan")], 3, "finite"),
+        ([1.0, float("inf")], 3, "finite"),
+        ([True, False], 3, "dtype bool"),
+        (["a", "b"], 3, "integers"),
+        ([1, 2**60], 3, "at most 2\\*\\*53"),
+        (torch.tensor([1.0, 0.5]), 3, "must be integers"),
+        ([1, 2], -1, "capacity must be an integer >= 0"),
+        ([1, 2], 2.0, "capacity must be an integer >= 0"),
+        ([1, 2], True, "capacity must be an integer >= 0"),
+        ([1, 2], None, "capacity must be an integer >= 0"),
+        ([2**26] * 4, 2**40, "table cells"),
+    ],
+)
+def test_bad_options(weights, capacity, match):
+    with pytest.raises(ValueError, match=match):
+        Knapsack(weights=weights, capacity=capacity)
+
+
+def test_options_are_keyword_only_and_required():
+    with pytest.raises(TypeError):
+        Knapsack([1, 2], 3)
+    with pytest.raises(TypeError, match="capacity"):
+        cg.solvers.get("knapsack", weights=[1, 2])
+
+
+@pytest.mark.parametrize(
+    "theta, error, match",
+    [
+        (torch.zeros(2, 4), ValueError, "last dim must equal len\\(weights\\)=3"),
+        (torch.zeros(()), ValueError, "at least 1 dims"),
+        (torch.tensor([1.0, float("nan"), 0.0]), ValueError, "finite"),
+        (torch.tensor([1, 2, 3]), ValueError, "floating"),
+        ([1.0, 2.0, 3.0], TypeError, "torch.Tensor"),
+        (torch.tensor([1e308, 1e308, 0.0], dtype=torch.float64), ValueError, "magnitude"),
+    ],
+)
+def test_bad_theta(theta, error, match):
+    with pytest.raises(error, match=match):
+        Knapsack(weights=[1, 2, 3], capacity=3)(theta)

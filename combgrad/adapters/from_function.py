@@ -1,0 +1,155 @@
+"""``from_function``: a user's Python function as a batched, registry-compatible solver."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import SolverError
+from ..solvers.base import BatchSolver, Sense, check_positive_int, check_sense
+from . import pool
+
+
+class FunctionSolver(BatchSolver):
+    """A solver that calls a Python function per instance (or per chunk of instances).
+
+    Built by :func:`from_function`; see there for the arguments. Input validation,
+    batch flattening and the device/dtype round trip come from
+    :class:`~combgrad.solvers.BatchSolver`.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], Any],
+        *,
+        sense: Sense,
+        event_ndim: int,
+        batched: bool = False,
+        workers: int = 0,
+        name: str | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"from_function: fn must be callable, got {type(fn).__name__}")
+        if name is None:
+            name = getattr(fn, "__name__", type(fn).__name__)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"from_function: name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.sense = check_sense(name, sense)
+        self.event_ndim = check_positive_int(name, "event_ndim", event_ndim)
+        if not isinstance(batched, bool):
+            raise ValueError(f"{name}: batched must be True or False, got {batched!r}")
+        self.batched = batched
+        self.workers = check_positive_int(name, "workers", workers, minimum=0)
+        if self.workers:
+            # Fail at construction, not at the first call deep inside training.
+            try:
+                pickle.dumps(fn)
+            except Exception as error:
+                raise ValueError(
+                    f"{name}: with workers={self.workers} fn must be picklable (a module-level "
+                    "function of an importable module, or a functools.partial of one), not a "
+                    f"lambda or a function defined inside another function; got {fn!r}: {error}"
+                ) from error
+        self.fn = fn
+
+    def solve_batch(self, theta: np.ndarray) -> np.ndarray:
+        event_shape = theta.shape[1:]
+        y = np.empty_like(theta)
+        if self.batched:
+            chunks = pool.map_chunks(self.fn, theta, workers=self.workers, owner=self.name)
+            for start, stop, output in chunks:
+                y[start:stop] = self._as_output(output, (stop - start, *event_shape), start, stop)
+        else:
+            outputs = pool.map_instances(self.fn, theta, workers=self.workers, owner=self.name)
+            for index, output in enumerate(outputs):
+                y[index] = self._as_output(output, event_shape, index, index + 1)
+        return y
+
+    def _as_output(self, output: Any, shape: tuple[int, ...], start: int, stop: int) -> np.ndarray:
+        where = f"instance {start}" if stop == start + 1 else f"instances {start}..{stop - 1}"
+        try:
+            array = np.asarray(output, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise SolverError(
+                f"{self.name}: fn's output for {where} is not a numeric array of shape {shape}: "
+                f"{error}"
+            ) from error
+        if array.shape != shape:
+            raise SolverError(
+                f"{self.name}: fn's output for {where} must have shape {shape} (the input's), "
+                f"got shape {array.shape}"
+            )
+        return array
+
+    def __repr__(self) -> str:
+        return (
+            f"FunctionSolver(name={self.name!r}, sense={self.sense!r}, "
+            f"event_ndim={self.event_ndim}, batched={self.batched}, workers={self.workers})"
+        )
+
+
+def from_function(
+    fn: Callable[[np.ndarray], Any],
+    *,
+    sense: Sense,
+    event_ndim: int,
+    batched: bool = False,
+    workers: int = 0,
+    name: str | None = None,
+) -> FunctionSolver:
+    """Turn a Python function into a batched solver ``y = solver(theta)``.
+
+    ``fn`` solves one instance: it receives a float64 numpy array of the event
+    shape ``[*event]`` (a private copy) and returns an array-like of the same shape.
+    With ``batched=True`` it receives a whole batch ``[B, *event]`` and returns
+    ``[B, *event]``. The solver accepts ``theta [*batch, *event]`` of any float
+    dtype and device, validates it (finite, enough dims), and returns ``y`` with
+    theta's shape, dtype and device.
+
+    With ``workers=N > 0`` the instances run in the shared persistent process pool
+    of :mod:`combgrad.adapters.pool`, a few chunks per worker; with ``batched=True``
+    ``fn`` is called once per chunk. ``fn`` must then be picklable: a module-level
+    function of an importable module (or a ``functools.partial`` of one), not a
+    lambda or a local function, and a script that uses workers needs the usual
+    ``if __name__ == "__main__":`` guard. A pool pays off for instances that take a
+    millisecond or more.
+
+    Args:
+        fn: The per-instance (or, with ``batched``, per-batch) solver.
+        sense: "min" or "max": which way ``fn`` optimizes its linear objective;
+            estimators use it to put theta in score space.
+        event_ndim: How many trailing dims one instance has (>= 1).
+        batched: Whether ``fn`` takes a whole batch ``[B, *event]``.
+        workers: 0 to run in this process, else the number of worker processes.
+        name: The solver's name (in error messages); defaults to ``fn.__name__``.
+
+    Returns:
+        A :class:`~combgrad.solvers.BatchSolver` with ``name``, ``sense``,
+        ``event_ndim`` and ``__call__``, usable wherever a registry solver is.
+
+    Raises:
+        TypeError: If ``fn`` is not callable.
+        ValueError: On an invalid option, or an unpicklable ``fn`` with ``workers > 0``.
+
+    When called, the solver raises :class:`~combgrad.SolverError` naming the
+    instance index (in the flattened batch) if ``fn`` raises, returns an output of
+    the wrong shape, or a worker process dies; ValueError on invalid ``theta``.
+
+    Example:
+        >>> import numpy as np, torch, combgrad as cg
+        >>> def cheapest(costs):
+        ...     y = np.zeros_like(costs)
+        ...     y[np.argmin(costs)] = 1.0
+        ...     return y
+        >>> solver = cg.adapters.from_function(cheapest, sense="min", event_ndim=1)
+        >>> solver(torch.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, 1.0]]))
+        tensor([[0., 1., 0.],
+                [1., 0., 0.]])
+    """
+    return FunctionSolver(
+        fn, sense=sense, event_ndim=event_ndim, batched=batched, workers=workers, name=name
+    )

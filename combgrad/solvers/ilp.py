@@ -1,0 +1,433 @@
+"""``ilp``: integer linear programs ``opt <theta, x>`` solved exactly by OR-Tools CP-SAT."""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from ortools.sat.python import cp_model
+
+from ..adapters import pool
+from ..errors import SolverError
+from .base import BatchSolver, Sense, check_positive_int, check_sense
+from .registry import register
+
+#: With ``objective_scale=None`` each instance's largest |coefficient| becomes this
+#: integer (or less, see :class:`ILP`), so rounding changes no coefficient by more
+#: than ``max|theta_i| / 2**31`` -- finer than float32 resolution.
+AUTO_RESOLUTION = 2**30
+
+# CP-SAT refuses models whose linear activity could overflow int64; keeping the
+# objective's worst-case activity below 2**60 leaves it a safe margin.
+_ACTIVITY_LIMIT = 2**60
+
+# Data beyond 2**53 cannot be told apart from its float64 neighbours.
+_EXACT_LIMIT = 2**53
+
+_INT64_MIN = -(2**63)
+
+_STATUS_NAMES = {
+    cp_model.OPTIMAL: "OPTIMAL",
+    cp_model.FEASIBLE: "FEASIBLE",
+    cp_model.INFEASIBLE: "INFEASIBLE",
+    cp_model.MODEL_INVALID: "MODEL_INVALID",
+    cp_model.UNKNOWN: "UNKNOWN",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class _Problem:
+    """The constraint data of one ILP, integral, as sent to the worker processes."""
+
+    A: np.ndarray  # int64 [m, n]
+    b: np.ndarray  # int64 [m]
+    A_eq: np.ndarray  # int64 [p, n]
+    b_eq: np.ndarray  # int64 [p]
+    lower: np.ndarray  # int64 [n]
+    upper: np.ndarray  # int64 [n]
+    sense: str
+    objective_scale: float | None
+    resolution: int  # the automatic scale's target for max |coefficient|
+    key: str  # identifies the problem in the per-process model cache
+
+
+def _build_model(problem: _Problem) -> cp_model.CpModel:
+    """The CP-SAT model of the constraints, with an objective over every variable.
+
+    Written straight into the model's proto: it is faster than the expression API
+    and lets each instance replace only the objective's coefficients.
+    """
+    model = cp_model.CpModel()
+    proto = model.proto
+    for low, high in zip(problem.lower.tolist(), problem.upper.tolist()):
+        proto.variables.add().domain.extend([low, high])
+    rows = [(problem.A, problem.b, False), (problem.A_eq, problem.b_eq, True)]
+    for matrix, bound, equality in rows:
+        for row, value in zip(matrix, bound.tolist()):
+            support = np.flatnonzero(row)
+            linear = proto.constraints.add().linear
+            linear.vars.extend(support.tolist())
+            linear.coeffs.extend(row[support].tolist())
+            linear.domain.extend([value, value] if equality else [_INT64_MIN, value])
+    proto.objective.vars.extend(range(problem.lower.shape[0]))
+    return model
+
+
+# One model and solver per problem, per thread (a model is mutated per instance).
+# Worker processes keep theirs across chunks and calls, so each builds a problem's
+# model once, not once per instance.
+_cache = threading.local()
+_CACHE_SIZE = 8
+
+
+def _model_for(problem: _Problem) -> tuple[cp_model.CpModel, cp_model.CpSolver]:
+    models: OrderedDict[str, Any] = getattr(_cache, "models", None) or OrderedDict()
+    _cache.models = models
+    entry = models.get(problem.key)
+    if entry is None:
+        solver = cp_model.CpSolver()
+        # One search worker per instance: the batch is the parallel dimension, and
+        # CP-SAT's single-worker search is deterministic.
+        solver.parameters.num_workers = 1
+        entry = (_build_model(problem), solver)
+        models[problem.key] = entry
+        if len(models) > _CACHE_SIZE:
+            models.popitem(last=False)
+    else:
+        models.move_to_end(problem.key)
+    return entry
+
+
+def _objective(problem: _Problem, theta: np.ndarray) -> np.ndarray:
+    """Integer objective coefficients for one instance ``theta [n]``."""
+    if problem.objective_scale is None:
+        largest = float(np.abs(theta).max(initial=0.0))
+        scale = problem.resolution / largest if largest > 0 else 0.0
+    else:
+        scale = problem.objective_scale
+    return np.rint(theta * scale).astype(np.int64)
+
+
+def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
+    """Solve one instance ``theta [n]`` exactly; module level so workers can run it."""
+    model, solver = _model_for(problem)
+    coefficients = _objective(problem, theta)
+    if problem.sense == "max":
+        coefficients = -coefficients
+    objective = model.proto.objective
+    objective.coeffs.clear()
+    objective.coeffs.extend(coefficients.tolist())
+    status = solver.solve(model)
+    if status == cp_model.OPTIMAL:
+        solution = solver.response_proto.solution
+        return np.fromiter(solution, dtype=np.float64, count=theta.shape[0])
+    if status == cp_model.INFEASIBLE:
+        raise SolverError(
+            "infeasible: no integer x satisfies A x <= b, A_eq x = b_eq, lower <= x <= upper "
+            "(the constraints are shared, so no instance of this solver has a solution)"
+        )
+    if status == cp_model.MODEL_INVALID:
+        raise SolverError(f"CP-SAT rejected the model: {model.validate()}")
+    raise SolverError(
+        f"CP-SAT stopped with status {_STATUS_NAMES.get(status, status)} without proving optimality"
+    )
+
+
+def _as_array(argument: str, value: object, ndim: int) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"ilp: {argument} must be a numeric array, got {type(value).__name__}") from error
+    if array.ndim != ndim:
+        shape = "[m, n]" if ndim == 2 else "[m]" if argument.startswith("b") else "[n] or a scalar"
+        raise ValueError(f"ilp: {argument} must have {ndim} dims {shape}, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"ilp: {argument} must be finite, got NaN or inf values")
+    return array
+
+
+def _as_integers(argument: str, array: np.ndarray, scale: float, scale_name: str) -> np.ndarray:
+    """``array * scale`` as int64, if it is integral; else ValueError naming the entry."""
+    scaled = array * scale
+    rounded = np.rint(scaled)
+    # A relative tolerance accepts decimal data that float64 cannot hold exactly
+    # (0.1 * 10 is 1.0000000000000002).
+    inexact = np.abs(scaled - rounded) > 1e-9 * np.maximum(1.0, np.abs(scaled))
+    if inexact.any():
+        where = tuple(int(i) for i in np.argwhere(inexact)[0])
+        hint = (
+            f"; pass {scale_name}=10**k for data with k decimals, or round it yourself"
+            if scale_name
+            else ""
+        )
+        after = f" after multiplying by {scale_name}={scale!r}" if scale_name else ""
+        at = "" if not where else f" at index {where if len(where) > 1 else where[0]}"
+        raise ValueError(
+            f"ilp: {argument} must hold integers{after} (CP-SAT needs integer data), "
+            f"got {float(array[where])!r}{at}{hint}"
+        )
+    if rounded.size and np.abs(rounded).max() > _EXACT_LIMIT:
+        raise ValueError(
+            f"ilp: {argument} must hold integers of magnitude <= 2**53, got {np.abs(rounded).max():g}"
+        )
+    return rounded.astype(np.int64)
+
+
+def _positive_float(argument: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"ilp: {argument} must be a positive finite number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"ilp: {argument} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+class ILP(BatchSolver):
+    """Integer linear program per instance, solved exactly by OR-Tools CP-SAT.
+
+    For each instance ``theta [n]`` of ``theta [*, n]`` it returns an optimal
+
+        x* = argmin / argmax <theta, x>   subject to   A x <= b,  A_eq x = b_eq,
+                                                       lower <= x <= upper,  x integer
+
+    as float values in theta's dtype. Each instance is one CP-SAT search with one
+    search worker (``num_workers=1``), which proves optimality; the batch is the
+    parallel dimension (``workers=N`` runs it in N processes).
+
+    What is exact and what is rounded. CP-SAT works with integers only.
+
+    * Constraints are exact: ``A``, ``b``, ``A_eq``, ``b_eq`` must be integral after
+      multiplying by ``constraint_scale`` (default 1; e.g. 100 for data with two
+      decimals; multiplying a whole constraint by a positive number keeps its
+      solutions), and ``lower``, ``upper`` must be integral. Other data raises
+      ValueError rather than being rounded silently.
+    * The objective is rounded: x* is optimal for ``c_i = round(s_i * theta_i)``.
+      With ``objective_scale=None`` (default) ``s_i = R / max_j |theta_ij|`` per
+      instance, with ``R = min(2**30, 2**60 // sum_j max(|lower_j|, |upper_j|))``, so
+      each coefficient moves by at most ``max_j |theta_ij| / (2 R)``. With a fixed
+      ``objective_scale=s``, ``s_i = s`` for all instances; if ``s * theta`` is
+      integral (integer theta and ``s=1``) the result is exactly optimal for theta.
+      In every case ``<theta_i, x*>`` is within ``sum_j (upper_j - lower_j) / (2 s_i)``
+      of the true optimum (rounding perturbs each coefficient by at most
+      ``1 / (2 s_i)``), and exact ties as well as near-ties closer than that can be
+      resolved either way.
+
+    Ties: among optimal solutions of the rounded problem, the one CP-SAT's
+    single-worker search finds; deterministic for the same data and OR-Tools
+    version, in this process or a worker.
+
+    Infeasibility: feasibility does not depend on theta, so an infeasible problem
+    fails on the first instance solved: a :class:`~combgrad.SolverError` whose
+    message says "infeasible" and names that instance's index. Nothing is dropped.
+
+    Args:
+        A: Inequality matrix ``[m, n]`` (with ``b``), or None.
+        b: Inequality right-hand side ``[m]``.
+        A_eq: Equality matrix ``[p, n]`` (with ``b_eq``), or None.
+        b_eq: Equality right-hand side ``[p]``.
+        lower: Lower bounds: an integer or ``[n]``; default 0.
+        upper: Upper bounds: an integer or ``[n]``; default 1 (binary x).
+        sense: "min" (default) or "max".
+        workers: 0 (default) solves in this process; N > 0 uses the shared pool of
+            N processes (:mod:`combgrad.adapters.pool`), worth it from about a
+            millisecond per instance; a script using it needs the usual
+            ``if __name__ == "__main__":`` guard.
+        objective_scale: None for the per-instance automatic scale above, or a
+            positive factor applied to every instance.
+        constraint_scale: Positive factor applied to ``A``, ``b``, ``A_eq``, ``b_eq``
+            before the integrality check; default 1.
+
+    ``n`` is taken from ``A``, else ``A_eq``, else array bounds.
+
+    Raises:
+        ValueError: On non-integral or badly shaped data, ``lower > upper``, an
+            invalid option, or data too large for CP-SAT's 64-bit arithmetic;
+            when called, if theta's last dim is not ``n`` or (fixed
+            ``objective_scale``) a scaled objective could overflow.
+
+    Example:
+        >>> import torch, combgrad as cg
+        >>> knapsack = cg.solvers.get("ilp", A=[[2, 3, 4]], b=[5], sense="max")
+        >>> knapsack(torch.tensor([3.0, 4.0, 8.0]))
+        tensor([0., 0., 1.])
+        >>> knapsack(torch.tensor([[3.0, 4.0, 5.0], [1.0, 1.0, 5.0]]))
+        tensor([[1., 1., 0.],
+                [0., 0., 1.]])
+    """
+
+    name = "ilp"
+    event_ndim = 1
+
+    def __init__(
+        self,
+        *,
+        A: Any = None,
+        b: Any = None,
+        A_eq: Any = None,
+        b_eq: Any = None,
+        lower: Any = 0,
+        upper: Any = 1,
+        sense: Sense = "min",
+        workers: int = 0,
+        objective_scale: float | None = None,
+        constraint_scale: float = 1.0,
+    ) -> None:
+        self.sense = check_sense("ilp", sense)
+        self.workers = check_positive_int("ilp", "workers", workers, minimum=0)
+        if objective_scale is not None:
+            objective_scale = _positive_float("objective_scale", objective_scale)
+        constraint_scale = _positive_float("constraint_scale", constraint_scale)
+
+        pairs = {}
+        for matrix_name, vector_name, matrix, vector in (
+            ("A", "b", A, b),
+            ("A_eq", "b_eq", A_eq, b_eq),
+        ):
+            if (matrix is None) != (vector is None):
+                given, missing = (matrix_name, vector_name) if vector is None else (vector_name, matrix_name)
+                raise ValueError(f"ilp: {given} was given without {missing}; pass both or neither")
+            if matrix is None:
+                pairs[matrix_name] = None
+                continue
+            matrix_array = _as_array(matrix_name, matrix, 2)
+            vector_array = _as_array(vector_name, vector, 1)
+            if vector_array.shape[0] != matrix_array.shape[0]:
+                raise ValueError(
+                    f"ilp: {vector_name} must have one entry per row of {matrix_name} "
+                    f"({matrix_array.shape[0]}), got shape {vector_array.shape}"
+                )
+            pairs[matrix_name] = (
+                _as_integers(matrix_name, matrix_array, constraint_scale, "constraint_scale"),
+                _as_integers(vector_name, vector_array, constraint_scale, "constraint_scale"),
+            )
+
+        lower_array = self._bound("lower", lower)
+        upper_array = self._bound("upper", upper)
+        n = self._size(pairs, lower_array, upper_array)
+        for matrix_name, pair in pairs.items():
+            if pair is None:
+                pairs[matrix_name] = (np.zeros((0, n), np.int64), np.zeros(0, np.int64))
+            elif pair[0].shape[1] != n:
+                raise ValueError(
+                    f"ilp: {matrix_name} must have n={n} columns (the number of variables), "
+                    f"got shape {pair[0].shape}"
+                )
+        lower_array = np.broadcast_to(lower_array, (n,)).copy()
+        upper_array = np.broadcast_to(upper_array, (n,)).copy()
+        if (lower_array > upper_array).any():
+            j = int(np.flatnonzero(lower_array > upper_array)[0])
+            raise ValueError(
+                f"ilp: lower must be <= upper, got lower={lower_array[j]} > upper={upper_array[j]} "
+                f"for variable {j}"
+            )
+
+        # Python ints: an int64 sum could overflow for many wide variables.
+        magnitude = sum(np.maximum(np.abs(lower_array), np.abs(upper_array)).tolist())
+        self._magnitude = max(magnitude, 1)
+        resolution = min(AUTO_RESOLUTION, _ACTIVITY_LIMIT // self._magnitude)
+        if resolution < 1:
+            raise ValueError(
+                f"ilp: the bounds are too wide for CP-SAT's 64-bit objective: "
+                f"sum_j max(|lower_j|, |upper_j|) = {magnitude} exceeds 2**60"
+            )
+        self.n = n
+        self._problem = _Problem(
+            A=pairs["A"][0],
+            b=pairs["A"][1],
+            A_eq=pairs["A_eq"][0],
+            b_eq=pairs["A_eq"][1],
+            lower=lower_array,
+            upper=upper_array,
+            sense=self.sense,
+            objective_scale=objective_scale,
+            resolution=resolution,
+            key=uuid.uuid4().hex,
+        )
+        self._validate_model()
+
+    @staticmethod
+    def _bound(argument: str, value: Any) -> np.ndarray:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"ilp: {argument} must be an integer or an array [n] of integers, got {value!r}"
+            ) from error
+        if array.ndim > 1:
+            raise ValueError(
+                f"ilp: {argument} must be an integer or an array [n] of integers, got shape {array.shape}"
+            )
+        if not np.isfinite(array).all():
+            raise ValueError(
+                f"ilp: {argument} must be finite (CP-SAT needs bounded integer variables), got {value!r}"
+            )
+        return _as_integers(argument, array, 1.0, "")
+
+    @staticmethod
+    def _size(pairs: dict[str, Any], lower: np.ndarray, upper: np.ndarray) -> int:
+        for matrix_name in ("A", "A_eq"):
+            if pairs[matrix_name] is not None:
+                return int(pairs[matrix_name][0].shape[1])
+        sizes = {array.shape[0] for array in (lower, upper) if array.ndim == 1}
+        if not sizes:
+            raise ValueError(
+                "ilp: cannot tell the number of variables n: pass A, A_eq, or lower/upper as arrays [n]"
+            )
+        if len(sizes) > 1:
+            raise ValueError(
+                f"ilp: lower and upper must have the same length n, got {lower.shape} and {upper.shape}"
+            )
+        return sizes.pop()
+
+    def _validate_model(self) -> None:
+        """Let CP-SAT check the model (64-bit overflow) once, with a worst-case objective."""
+        model, _ = _model_for(self._problem)
+        objective = model.proto.objective
+        objective.coeffs.clear()
+        objective.coeffs.extend([self._problem.resolution] * self.n)
+        message = model.validate()
+        if message:
+            raise ValueError(f"ilp: CP-SAT cannot represent this problem (data too large?): {message}")
+
+    def check_event(self, theta: torch.Tensor, event_shape: tuple[int, ...]) -> None:
+        if event_shape[0] != self.n:
+            raise ValueError(
+                f"ilp: theta's last dim must be n={self.n} (the number of variables), "
+                f"got shape {tuple(theta.shape)}"
+            )
+        scale = self._problem.objective_scale
+        if scale is not None and theta.numel():
+            largest = theta.detach().abs().reshape(-1, self.n).amax(dim=1).double() * scale
+            too_large = largest * self._magnitude > _ACTIVITY_LIMIT
+            if bool(too_large.any()):
+                index = int(torch.nonzero(too_large)[0, 0])
+                raise ValueError(
+                    f"ilp: objective_scale={scale!r} makes instance {index}'s objective too large "
+                    f"for CP-SAT (max|theta * scale| = {float(largest[index]):.3g}); use a smaller "
+                    "objective_scale or objective_scale=None"
+                )
+
+    def solve_batch(self, theta: np.ndarray) -> np.ndarray:
+        outputs = pool.map_instances(
+            partial(_solve_instance, self._problem), theta, workers=self.workers, owner="ilp"
+        )
+        return np.stack(outputs)
+
+    def __repr__(self) -> str:
+        return (
+            f"ILP(n={self.n}, inequalities={self._problem.A.shape[0]}, "
+            f"equalities={self._problem.A_eq.shape[0]}, sense={self.sense!r}, workers={self.workers})"
+        )
+
+
+register("ilp", ILP)

@@ -9,6 +9,12 @@ from .registry import get, names, register, unregister
 
 # Built-in solvers register themselves on import.
 from .argmax import Argmax
+from .assignment import Assignment
+from .ilp import ILP
+from .knapsack import Knapsack
+from .shortest_path import ShortestPath
+from .spanning_tree import SpanningTree
 from .topk import TopK
 
-__all__ = ["BatchSolver", "Solver", "get", "names", "register", "unregister", "Argmax", "TopK"]
+__all__ = ["BatchSolver", "Solver", "get", "names", "register", "unregister", "Argmax", "Assignment", "Knapsack", "ILP", "TopK",
+           "ShortestPath", "SpanningTree"]

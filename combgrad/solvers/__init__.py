@@ -16,5 +16,18 @@ from .shortest_path import ShortestPath
 from .spanning_tree import SpanningTree
 from .topk import TopK
 
-__all__ = ["BatchSolver", "Solver", "get", "names", "register", "unregister", "Argmax", "Assignment", "Knapsack", "ILP", "TopK",
-           "ShortestPath", "SpanningTree"]
+__all__ = [
+    "Argmax",
+    "Assignment",
+    "BatchSolver",
+    "ILP",
+    "Knapsack",
+    "ShortestPath",
+    "Solver",
+    "SpanningTree",
+    "TopK",
+    "get",
+    "names",
+    "register",
+    "unregister",
+]

@@ -1,0 +1,6 @@
+"""Adapters: turn Python functions into batched solvers and solvers into layers."""
+
+from .differentiable import DifferentiableSolver, differentiable
+from .from_function import from_function
+
+__all__ = ["DifferentiableSolver", "differentiable", "from_function"]

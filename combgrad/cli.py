@@ -16,9 +16,23 @@ def _demo(args: argparse.Namespace) -> int:
 
     generator = torch.Generator().manual_seed(args.seed)
     batch = args.batch
+    symmetric = torch.rand(batch, 30, 30, generator=generator)
+    item_weights = torch.randint(1, 101, (50,), generator=generator)
+    capacity = int(item_weights.sum()) // 2
     problems = {
         "argmax": ({}, torch.randn(batch, 20, generator=generator)),
         "topk": ({"k": 5}, torch.randn(batch, 20, generator=generator)),
+        "shortest_path": ({}, torch.rand(batch, 12, 12, generator=generator) * 9 + 0.1),
+        "spanning_tree": ({}, symmetric + symmetric.mT),
+        "assignment": ({}, torch.rand(batch, 30, 30, generator=generator)),
+        "knapsack": (
+            {"weights": item_weights, "capacity": capacity},
+            torch.rand(batch, 50, generator=generator),
+        ),
+        "ilp": (
+            {"A": item_weights[None].double(), "b": [capacity], "sense": "max"},
+            torch.rand(min(batch, 64), 50, generator=generator),
+        ),
     }
     print(f"{'solver':<16}{'sense':<7}{'input shape':<18}{'ms / batch':>12}")
     for name, (options, theta) in problems.items():

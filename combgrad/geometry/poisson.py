@@ -1,0 +1,304 @@
+"""``P[Poisson(x) <= Poisson(y)]`` for independent counts, differentiable in both rates.
+
+This is the comparison probability at the heart of Poisson Quasimetric Embeddings
+(:class:`combgrad.geometry.PQE`): the chance that a Poisson process puts no more
+points in one set than in another. It equals the Skellam CDF at 0
+(``scipy.stats.skellam.cdf(0, x, y)``) and the survival function of a non-central
+chi-square with 2 degrees of freedom (``scipy.stats.ncx2.sf(2 x, 2, 2 y)``).
+
+The value is computed in torch (any device) as the positive series
+
+    ``P[X <= Y] = sum_j Pois(j; y) * P[X <= j]``,
+
+with ``P[X <= j]`` accumulated from the same Poisson terms, so every quantity is a
+sum of non-negative terms: the result keeps its relative accuracy both when it is
+close to 1 and deep in the tail (measured against 80-digit mpmath sums: at most
+3e-14 relative error over rates 1e-6..1e3, values down to 1e-250).
+The sum runs over a window of counts ``j`` that holds all terms above ~1e-30 of the
+total: the terms are log-concave in ``j`` and peak between ``y`` and
+``sqrt(x y)`` (where ``X = Y = j`` is most likely when ``x > y``), so a window of
+12 standard deviations (plus 6) around ``sqrt(y max(x, y))`` suffices, extended down to
+where ``P[X <= j]`` starts when that lies lower. Its length grows like the square
+root of the rates (about 20 terms at rate 1, 1000 at rate 1000). The log-pmf of
+large counts uses Stirling's series with ``log1p``, because ``j log y - lgamma(j+1)``
+loses ~1e-12 to cancellation at counts near 1000 (measured: 1.5e-13 relative error
+at rates (1000, 100) that way). ``P[X <= first count]`` is not taken from
+``torch.special.gammaincc``, which errs by ~1e-9 relative for shapes above ~20
+(torch 2.13, against mpmath). The forward runs in float64 for every input dtype
+(float32 log-pmf terms of size ~1000 would round to ~1e-4) and returns the input's
+dtype; on GPUs with slow float64 this is the costly part.
+
+Gradients are closed forms (they are ``-P[X = Y]`` and ``P[X = Y + 1]``), with
+``z = 2 sqrt(x y)``:
+
+    ``d/dx = -exp(-x - y) I0(z)``,  ``d/dy = sqrt(x / y) exp(-x - y) I1(z)``,
+
+evaluated as ``exp(-(sqrt(x) - sqrt(y))^2) i0e(z)`` so nothing overflows; they are
+built from differentiable torch ops, so double backward works too.
+
+References:
+    Tongzhou Wang, Phillip Isola. "On the Learning and Learnability of
+    Quasimetrics." ICLR 2022.
+    Catherine Loader. "Fast and Accurate Computation of Binomial Probabilities." 2000
+    (writing the log-pmf through Stirling's remainder to avoid cancellation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["PoissonLessEqual", "poisson_le_probability"]
+
+# Window half-width in standard deviations, plus a constant for small rates. Measured
+# against a window of 30 sd + 40 on 18000 random rate pairs in [1e-6, 1e3]: 12 sd + 3
+# leaves 3e-14 relative error, 12 sd + 5 nothing above the 1e-15 rounding floor.
+_WINDOW_SD = 12.0
+_WINDOW_SLACK = 6.0
+# Counts up to this use the plain ``j log(rate) - rate - lgamma(j + 1)`` log-pmf, whose
+# terms stay below ~300 in magnitude (rounding ~1e-14); above it, Stirling's form.
+_DIRECT_MAX_COUNT = 40
+# Terms evaluated per block: small enough for the CPU cache, large enough that the
+# Python loop is negligible; on GPUs one block usually holds the whole batch.
+_BLOCK_TERMS = {"cpu": 1 << 17}
+_BLOCK_TERMS_DEFAULT = 1 << 24
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Below this Bessel argument, 2 i1e(z) / z uses its series (the quotient is 0/0 at 0).
+_SMALL_BESSEL_ARGUMENT = 1e-3
+
+
+def _log_factorial_tables(max_count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables over ``j = 0 .. max_count``: ``lgamma(j + 1)`` and Stirling's remainder.
+
+    The remainder ``lgamma(j + 1) - (j log j - j)`` equals
+    ``0.5 log(2 pi j) + 1/(12 j) - 1/(360 j^3) + ...``; five terms are exact to 2e-16
+    from j = 15, below which lgamma is small enough to subtract directly.
+    """
+    counts = torch.arange(max_count + 1, dtype=torch.float64, device=device)
+    log_factorial = torch.lgamma(counts + 1)
+    safe = counts.clamp(min=1)
+    inverse = 1.0 / safe
+    inverse2 = inverse * inverse
+    series = inverse * (
+        1 / 12 - inverse2 * (1 / 360 - inverse2 * (1 / 1260 - inverse2 * (1 / 1680 - inverse2 / 1188)))
+    )
+    remainder = torch.where(
+        counts >= 15,
+        _HALF_LOG_2PI + 0.5 * torch.log(safe) + series,
+        log_factorial - torch.special.xlogy(counts, counts) + counts,
+    )
+    return log_factorial, remainder
+
+
+def _log_pmf_direct(counts: torch.Tensor, rate: torch.Tensor, log_factorial: torch.Tensor) -> torch.Tensor:
+    """``log Pois(j; rate)`` for small counts; ``counts``, ``log_factorial`` [K, R], ``rate`` [1, R]."""
+    # A zero rate is clamped to 1e-300: Pois(0) stays 1 and Pois(j > 0) becomes
+    # <= 1e-300 instead of 0, far below anything the sum resolves, and a product is
+    # cheaper than xlogy.
+    return torch.addcmul(-(log_factorial + rate), counts, torch.log(rate.clamp(min=1e-300)))
+
+
+def _log_pmf_stirling(counts: torch.Tensor, rate: torch.Tensor, remainder: torch.Tensor) -> torch.Tensor:
+    """``log Pois(j; rate) = j log(rate / j) + j - rate - remainder(j)`` without cancellation.
+
+    ``log(rate / j)`` comes from ``log1p`` when the rate is near the count (where
+    ``j log(rate / j)`` and ``j - rate`` nearly cancel), else from the log of the
+    quotient (``log1p(-1 + tiny)`` would lose the tiny part); both err by ~1e-16
+    absolute, so the log-pmf errs by ~1e-16 times the count, not times ``lgamma(j + 1)``.
+    Shapes as in :func:`_log_pmf_direct`.
+    """
+    safe = counts.clamp(min=1)
+    log_ratio = torch.where(rate > 0.5 * safe, torch.log1p((rate - safe) / safe), torch.log(rate / safe))
+    scaled = torch.where(counts > 0, counts * log_ratio, torch.zeros_like(log_ratio))
+    return scaled - (rate - counts) - remainder
+
+
+def _windows(rate_x: torch.Tensor, rate_y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """First and last count of each summation window, and the CDF value before it.
+
+    Returns ``(first, last, start_cdf)``: the sum runs over ``j = first .. last``, and
+    ``P[X <= j] = start_cdf + sum_{i = first}^{j} Pois(i; x)``. When ``first`` lies
+    beyond all of X's mass, ``start_cdf`` is 1 (the rest is below 1e-30); otherwise the
+    window starts below X's mass, or far enough below the terms' window that
+    ``P[X < first]`` is negligible next to ``P[X <= j]`` (the pmf of X falls at least
+    geometrically with ratio ``first / x`` there), and ``start_cdf`` is 0.
+    """
+    center = torch.sqrt(rate_y * torch.maximum(rate_x, rate_y))
+    half = _WINDOW_SD * torch.sqrt(center) + _WINDOW_SLACK
+    terms_first = torch.clamp(center - half, min=0)
+    spread_x = _WINDOW_SD * torch.sqrt(rate_x) + _WINDOW_SLACK
+    beyond_x = terms_first >= rate_x + spread_x
+    below = torch.minimum(terms_first, rate_x - spread_x)
+    # Geometric decay ratio r = below / x <= 1 - 12 / sqrt(x): 40 / (1 - r) <= 3.4 sqrt(x)
+    # more counts shrink the omitted part of P[X < first] below e^-40 of P[X <= first].
+    extended = below - 3.4 * torch.sqrt(rate_x) - 4
+    first = torch.floor(torch.where(beyond_x, terms_first, torch.clamp(extended, min=0)))
+    last = torch.ceil(center + half)
+    start_cdf = beyond_x.to(torch.float64)
+    return first, last, start_cdf
+
+
+def _poisson_le_forward(rate_x: torch.Tensor, rate_y: torch.Tensor) -> torch.Tensor:
+    """``P[Poisson(x) <= Poisson(y)]`` for flat float64 rates ``[N]`` (finite, >= 0)."""
+    total = torch.zeros_like(rate_x)
+    if rate_x.numel() == 0:
+        return total
+    first, last, start_cdf = _windows(rate_x, rate_y)
+    lengths = (last - first + 1).to(torch.int64)
+    # Rows sorted by window length, so each block pads little.
+    order = torch.argsort(lengths, descending=True)
+    first, last, start_cdf = first[order], last[order], start_cdf[order]
+    rate_x, rate_y = rate_x[order], rate_y[order]
+    # One host transfer: block sizes and the choice of log-pmf are made on the host.
+    lengths_host, last_host = torch.stack([lengths[order], last.to(torch.int64)]).cpu().numpy()
+    # Blocks pad every row to the block's longest window; the padding continues each
+    # row's series past its window (more exact terms, never wrong ones), so the tables
+    # reach the last count plus the longest window.
+    log_factorial, remainder = _log_factorial_tables(int(last_host.max() + lengths_host[0]), rate_x.device)
+    budget = _BLOCK_TERMS.get(rate_x.device.type, _BLOCK_TERMS_DEFAULT)
+    sorted_total = torch.empty_like(rate_x)
+    row, rows = 0, rate_x.numel()
+    while row < rows:
+        width = int(lengths_host[row])
+        block = slice(row, min(rows, row + max(1, budget // width)))
+        # Terms run along dim 0: torch's CPU cumsum is vectorized across the last dim,
+        # ~10x faster than along a short last dim.
+        offsets = torch.arange(width, dtype=torch.float64, device=rate_x.device)[:, None]
+        counts = first[None, block] + offsets
+        index = counts.to(torch.int64).view(-1)
+        x, y = rate_x[None, block], rate_y[None, block]
+        if int(last_host[block].max()) + width <= _DIRECT_MAX_COUNT:
+            table = torch.index_select(log_factorial, 0, index).view(counts.shape)
+            log_pmf_x = _log_pmf_direct(counts, x, table)
+            log_pmf_y = _log_pmf_direct(counts, y, table)
+        else:
+            table = torch.index_select(remainder, 0, index).view(counts.shape)
+            log_pmf_x = _log_pmf_stirling(counts, x, table)
+            log_pmf_y = _log_pmf_stirling(counts, y, table)
+        cdf_x = torch.cumsum(torch.exp(log_pmf_x), dim=0).add_(start_cdf[None, block])
+        sorted_total[block] = (torch.exp(log_pmf_y) * cdf_x).sum(dim=0)
+        row = block.stop
+    total[order] = sorted_total
+    return total.clamp_(0.0, 1.0)
+
+
+def _poisson_le_gradients(rate_x: torch.Tensor, rate_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form ``(d/dx, d/dy)`` of ``P[Poisson(x) <= Poisson(y)]`` (differentiable ops)."""
+    root_x, root_y = torch.sqrt(rate_x), torch.sqrt(rate_y)
+    # exp(-x - y) I_k(z) = exp(-(sqrt x - sqrt y)^2) * (exp(-z) I_k(z)), z = 2 sqrt(x y).
+    damping = torch.exp(-torch.square(root_x - root_y))
+    z = 2 * root_x * root_y
+    small = z < _SMALL_BESSEL_ARGUMENT
+    safe_z = torch.where(small, torch.ones_like(z), z)
+    # sqrt(x / y) I1(z) = x * (2 I1(z) / z); the quotient tends to 1 as z -> 0, so the
+    # gradient stays finite (x e^-x) when y = 0.
+    i1_quotient = torch.where(small, torch.exp(-z) * (1 + z * z / 8), 2 * torch.special.i1e(safe_z) / safe_z)
+    grad_x = -damping * torch.special.i0e(z)
+    grad_y = rate_x * damping * i1_quotient
+    return grad_x, grad_y
+
+
+class PoissonLessEqual(torch.autograd.Function):
+    """Autograd function for ``P[Poisson(rate_x) <= Poisson(rate_y)]``.
+
+    Inputs are broadcast floating tensors of finite, non-negative rates (not checked
+    here: :func:`poisson_le_probability` is the validated entry point).
+    """
+
+    @staticmethod
+    def forward(ctx, rate_x: torch.Tensor, rate_y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        dtype = torch.promote_types(rate_x.dtype, rate_y.dtype)
+        x, y = torch.broadcast_tensors(rate_x, rate_y)
+        flat_x = x.reshape(-1).to(torch.float64)
+        flat_y = y.reshape(-1).to(torch.float64)
+        finite = torch.isfinite(flat_x) & torch.isfinite(flat_y)
+        value = _poisson_le_forward(
+            torch.where(finite, flat_x, 0.0).clamp(min=0), torch.where(finite, flat_y, 0.0).clamp(min=0)
+        )
+        value = torch.where(finite, value, torch.nan)
+        ctx.save_for_backward(rate_x, rate_y)
+        return value.reshape(x.shape).to(dtype)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        rate_x, rate_y = ctx.saved_tensors
+        grad_x, grad_y = _poisson_le_gradients(rate_x, rate_y)
+        grad_rate_x = grad_rate_y = None
+        if ctx.needs_input_grad[0]:
+            grad_rate_x = _sum_to_shape(grad_output * grad_x, rate_x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_rate_y = _sum_to_shape(grad_output * grad_y, rate_y.shape)
+        return grad_rate_x, grad_rate_y
+
+
+def _sum_to_shape(gradient: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Undo broadcasting: sum ``gradient`` down to ``shape``."""
+    if gradient.shape == shape:
+        return gradient
+    extra = gradient.ndim - len(shape)
+    summed = gradient.sum(dim=tuple(range(extra))) if extra else gradient
+    dims = tuple(i for i, size in enumerate(shape) if size == 1 and summed.shape[i] != 1)
+    return summed.sum(dim=dims, keepdim=True) if dims else summed
+
+
+def poisson_le_probability(rate_x: torch.Tensor, rate_y: torch.Tensor) -> torch.Tensor:
+    """Probability that a Poisson(``rate_x``) count is at most an independent Poisson(``rate_y``) one.
+
+    Differentiable in both rates (closed-form gradients), batched by broadcasting,
+    any floating dtype and device. Accurate to ~1e-13 relative in float64 for rates
+    in [0, 1e3] (larger rates work; the cost grows like their square root).
+
+    Args:
+        rate_x: Rates of the left count, ``[*]``, finite and >= 0.
+        rate_y: Rates of the right count, broadcastable with ``rate_x``, finite and >= 0.
+
+    Returns:
+        ``P[X <= Y]`` with the broadcast shape and the promoted floating dtype.
+
+    Raises:
+        TypeError: If a rate is not a tensor.
+        ValueError: If a rate is not floating point, negative or not finite, or the
+            shapes do not broadcast.
+
+    Example:
+        >>> import torch
+        >>> from combgrad.geometry import poisson_le_probability
+        >>> x = torch.tensor([1.0, 0.5, 2.0], requires_grad=True)
+        >>> y = torch.tensor([1.0, 2.0, 0.5])
+        >>> p = poisson_le_probability(x, y)
+        >>> p.detach().round(decimals=4)
+        tensor([0.6543, 0.9181, 0.2690])
+        >>> p.sum().backward()
+        >>> x.grad.round(decimals=4)
+        tensor([-0.3085, -0.1871, -0.1871])
+
+    References:
+        Tongzhou Wang, Phillip Isola. "On the Learning and Learnability of
+        Quasimetrics." ICLR 2022.
+    """
+    for name, rate in (("rate_x", rate_x), ("rate_y", rate_y)):
+        if not isinstance(rate, torch.Tensor):
+            raise TypeError(
+                f"poisson_le_probability: {name} must be a torch.Tensor, got {type(rate).__name__}"
+            )
+        if not rate.is_floating_point():
+            raise ValueError(
+                f"poisson_le_probability: {name} must be a floating tensor, got dtype {rate.dtype}"
+            )
+    try:
+        torch.broadcast_shapes(rate_x.shape, rate_y.shape)
+    except RuntimeError:
+        raise ValueError(
+            "poisson_le_probability: rate_x and rate_y must broadcast, "
+            f"got shapes {tuple(rate_x.shape)} and {tuple(rate_y.shape)}"
+        ) from None
+    for name, rate in (("rate_x", rate_x), ("rate_y", rate_y)):
+        if rate.numel() and not bool((torch.isfinite(rate) & (rate >= 0)).all()):
+            raise ValueError(
+                f"poisson_le_probability: {name} must be finite and >= 0, got min {rate.min().item()!r}"
+                f" and max {rate.max().item()!r}"
+            )
+    return PoissonLessEqual.apply(rate_x, rate_y)

@@ -38,13 +38,17 @@ class TopK(BatchSolver):
 
     def solve_flat(self, theta: torch.Tensor) -> torch.Tensor:
         # torch.topk is fast but promises nothing about ties, so it only finds the
-        # k-th largest value; entries above it are taken, and entries equal to it
-        # fill the remaining places in index order (lower index first).
-        kth_largest = torch.topk(theta, self.k, dim=-1, sorted=True).values[..., -1:]
-        above = theta > kth_largest
-        at = theta == kth_largest
-        places_left = self.k - above.sum(dim=-1, keepdim=True)
-        chosen = above | (at & (at.cumsum(dim=-1) <= places_left))
+        # k-th largest value. Where exactly k entries reach it, they are the answer;
+        # elsewhere entries equal to it fill the remaining places in index order.
+        kth_largest = torch.topk(theta, self.k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+        chosen = theta >= kth_largest
+        tied = chosen.sum(dim=-1) != self.k
+        if bool(tied.any()):
+            rows = theta[tied]
+            above = rows > kth_largest[tied]
+            at = rows == kth_largest[tied]
+            places_left = self.k - above.sum(dim=-1, keepdim=True)
+            chosen[tied] = above | (at & (at.cumsum(dim=-1) <= places_left))
         return chosen.to(theta.dtype)
 
     def __repr__(self) -> str:

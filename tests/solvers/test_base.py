@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import combgrad as cg
 from combgrad.solvers import Argmax, BatchSolver, Solver
 from combgrad.solvers.base import check_choice, check_positive_int, check_sense, check_theta
 
@@ -192,3 +193,12 @@ def test_check_theta_names_the_argument():
     assert check_theta("s", torch.zeros(2), 1) is not None
     with pytest.raises(ValueError, match="s: costs must be finite"):
         check_theta("s", torch.tensor([float("nan")]), 1, argument="costs")
+
+
+def test_huge_finite_values_whose_sum_overflows_are_accepted():
+    # check_theta's fast path sums theta; an overflowing sum must fall back to
+    # the exact element-wise check rather than report a non-finite input.
+    theta = torch.tensor([1e308, 1e308, -1.0], dtype=torch.float64)
+    assert cg.solvers.get("argmax")(theta).tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="must be finite"):
+        cg.solvers.get("argmax")(torch.tensor([1e308, float("inf"), -1.0], dtype=torch.float64))

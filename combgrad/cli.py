@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -47,6 +49,175 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value), the value read as a Python literal when it is one."""
+    key, separator, value = text.partition("=")
+    if not separator or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. lam=20), got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a bare word such as noise=gumbel
+
+
+def _warcraft(args: argparse.Namespace) -> int:
+    """Train and evaluate on Warcraft maps, then print a summary table."""
+    from .tasks.warcraft.trainer import TrainConfig, train
+
+    try:
+        config = TrainConfig(
+            out=args.out or "",
+            data=args.data,
+            size=args.size,
+            n_train=args.n_train,
+            n_val=args.n_val,
+            n_test=args.n_test,
+            data_seed=args.data_seed,
+            model=args.model,
+            channels=args.channels,
+            estimator=args.estimator,
+            options=dict(args.option),
+            normalise=not args.no_normalise,
+            loss=args.loss,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            schedule=args.schedule,
+            seed=args.seed,
+            device=args.device,
+            resume=args.resume,
+            progress=not args.quiet,
+        )
+        if not args.out:
+            source = "synthetic" if args.data is None else "data"
+            config.out = f"runs/warcraft/{source}-{args.size}x{args.size}-{config.method()}-seed{args.seed}"
+        start = time.perf_counter()
+        result = train(config, log=lambda line: print(line, file=sys.stderr))
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"combgrad warcraft: error: {message}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - start
+    counts = result["data"]["counts"]
+    source = "synthetic" if args.data is None else args.data
+    print(
+        f"\n{result['method']} on {source} {args.size}x{args.size} maps ({counts['train']} train), "
+        f"{len(result['history'])} epochs, {result['config']['device']}"
+    )
+    print(f"{'split':<7}{'maps':>6}{'cost-optimal':>14}{'exact match':>13}{'regret':>9}")
+    for split in ("val", "test"):
+        metrics = result["final"][split]
+        print(
+            f"{split:<7}{counts[split]:>6}{100 * metrics['cost_optimal']:>13.1f}%"
+            f"{100 * metrics['exact']:>12.1f}%{metrics['regret']:>9.3f}"
+        )
+    timing = result["timing"]
+    ties = (result["data"].get("non_unique_optimum") or {}).get("test")
+    print(
+        f"time {wall:.0f} s (data {timing['data_seconds']:.0f} s, training {timing['train_seconds']:.0f} s, "
+        f"solver {100 * timing['solver_share']:.1f}% of training)"
+        + (f"; the optimum is not unique on {100 * ties:.0f}% of test maps" if ties is not None else "")
+    )
+    print(f"outputs in {config.out}/: metrics.json, checkpoint.pt, paths.png, curves.png")
+    return 0
+
+
+def _warcraft_data(args: argparse.Namespace) -> int:
+    """Write a synthetic Warcraft data set in the original format."""
+    from .tasks.warcraft.data import generate_dataset, read_meta
+
+    start = time.perf_counter()
+    try:
+        folder = generate_dataset(
+            args.out,
+            args.size,
+            n_train=args.n,
+            n_val=args.n_val,
+            n_test=args.n_test,
+            seed=args.seed,
+            parts=args.parts,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileExistsError) as error:
+        print(f"combgrad warcraft-data: error: {error}", file=sys.stderr)
+        return 2
+    meta = read_meta(args.out, args.size) or {}
+    counts = meta.get("counts", {})
+    ties = meta.get("non_unique_optimum", {})
+    print(
+        f"wrote {folder} in {time.perf_counter() - start:.1f} s: "
+        + ", ".join(f"{split} {counts.get(split)} maps" for split in ("train", "val", "test"))
+    )
+    print("optimum not unique on " + ", ".join(f"{100 * ties.get(s, 0):.0f}% ({s})" for s in ("train", "val", "test")))
+    return 0
+
+
+def _add_warcraft_commands(commands: Any) -> None:
+    """The ``warcraft`` and ``warcraft-data`` subcommands."""
+    from .tasks.warcraft.data import SIZES
+    from .tasks.warcraft.model import MODELS
+    from .tasks.warcraft.trainer import LOSSES, SCHEDULES, SYNTHETIC_COUNTS, TrainConfig
+
+    defaults = TrainConfig()
+    warcraft = commands.add_parser(
+        "warcraft",
+        help="train a CNN + shortest-path solver on Warcraft maps (synthetic unless --data)",
+        description="Train a cost CNN through the shortest-path solver on Warcraft maps and report "
+        "cost-optimal and exact-match rates. Without --data a synthetic set is generated "
+        "(cached under OUT/data).",
+    )
+    warcraft.add_argument("--data", help="root of a data set in the original format (holding KxK/)")
+    warcraft.add_argument("--out", help="output folder (default runs/warcraft/<data>-<size>-<method>-seed<seed>)")
+    warcraft.add_argument("--size", type=int, default=defaults.size, choices=SIZES, help="tiles per side")
+    warcraft.add_argument("--n-train", "--n", dest="n_train", type=int, default=None,
+                          help=f"training maps (synthetic default {SYNTHETIC_COUNTS['train']}; "
+                          "with --data, the first N, default all)")
+    warcraft.add_argument("--n-val", type=int, default=None,
+                          help=f"validation maps (synthetic default {SYNTHETIC_COUNTS['val']}; with --data, all)")
+    warcraft.add_argument("--n-test", type=int, default=None,
+                          help=f"test maps (synthetic default {SYNTHETIC_COUNTS['test']}; with --data, all)")
+    warcraft.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the synthetic maps")
+    warcraft.add_argument("--estimator", default=defaults.estimator,
+                          help="gradient estimator: imle, aimle, blackbox, perturbation, ste, ... or 'direct' "
+                          f"(the baseline without solver; default {defaults.estimator})")
+    warcraft.add_argument("--loss", default=defaults.loss, choices=LOSSES,
+                          help="hamming (through the estimator) or fy (Fenchel-Young, perturbed solver)")
+    warcraft.add_argument("--option", "-O", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                          help="estimator (or Fenchel-Young) option, repeatable: -O lam=20 -O noise=gumbel")
+    warcraft.add_argument("--no-normalise", action="store_true",
+                          help="feed the raw costs to the solver (default: each map's costs divided by their mean)")
+    warcraft.add_argument("--model", default=defaults.model, choices=MODELS,
+                          help="cost network: small (CPU) or resnet (the papers' ResNet18 stem)")
+    warcraft.add_argument("--channels", type=int, default=defaults.channels, help="network width")
+    warcraft.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
+    warcraft.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
+    warcraft.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})")
+    warcraft.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES,
+                          help=f"learning-rate schedule (default {defaults.schedule}); papers: lr/10 at 60%% "
+                          "and 80%% of the epochs (30 and 40 of 50)")
+    warcraft.add_argument("--seed", type=int, default=defaults.seed)
+    warcraft.add_argument("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    warcraft.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    warcraft.add_argument("--quiet", action="store_true", help="no progress bar (one line per epoch instead)")
+    warcraft.set_defaults(run=_warcraft)
+
+    data = commands.add_parser(
+        "warcraft-data",
+        help="write a synthetic Warcraft data set in the original format",
+        description="Write OUT/KxK/{train,val,test}_{maps,vertex_weights,shortest_paths}.npy "
+        "(atomically; the same seed gives the same files).",
+    )
+    data.add_argument("--out", required=True, help="data root; files go to OUT/KxK/")
+    data.add_argument("--size", type=int, default=12, help="tiles per side (12, 18, 24, 30 in the original)")
+    data.add_argument("--n", type=int, default=1000, help="training maps (default 1000)")
+    data.add_argument("--n-val", type=int, default=None, help="validation maps (default max(100, n/10))")
+    data.add_argument("--n-test", type=int, default=None, help="test maps (default max(100, n/10))")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--parts", type=int, default=1, help="split the train files into _part0, _part1, ...")
+    data.add_argument("--overwrite", action="store_true", help="replace an existing OUT/KxK/")
+    data.set_defaults(run=_warcraft_data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``combgrad`` command."""
     parser = argparse.ArgumentParser(prog="combgrad", description=__doc__)
@@ -56,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch", type=int, default=256, help="instances per solver (default 256)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    _add_warcraft_commands(commands)
     return parser
 
 

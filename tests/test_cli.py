@@ -1,0 +1,81 @@
+"""Tests of combgrad/cli.py: the ``warcraft`` and ``warcraft-data`` subcommands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from combgrad import cli
+from combgrad.tasks.warcraft import data as wd
+
+
+def test_warcraft_data_writes_the_original_format_deterministically(tmp_path: Path, capsys) -> None:
+    for name in ("a", "b"):
+        assert cli.main(["warcraft-data", "--size", "12", "--n", "6", "--n-val", "2", "--n-test", "3",
+                         "--seed", "4", "--out", str(tmp_path / name)]) == 0
+    output = capsys.readouterr().out
+    assert "train 6 maps, val 2 maps, test 3 maps" in output and "optimum not unique" in output
+    files = sorted(p.name for p in (tmp_path / "a" / "12x12").iterdir())
+    assert files == sorted(["meta.json"] + [f"{s}_{f}.npy" for s in wd.SPLITS for f in wd.FIELDS])
+    for name in files:
+        assert (tmp_path / "a" / "12x12" / name).read_bytes() == (tmp_path / "b" / "12x12" / name).read_bytes()
+    assert wd.load_split(tmp_path / "a", 12, "test").maps.shape == (3, 96, 96, 3)
+    # An existing data set is kept unless --overwrite is given.
+    assert cli.main(["warcraft-data", "--n", "2", "--out", str(tmp_path / "a")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_warcraft_data_parts(tmp_path: Path) -> None:
+    assert cli.main(["warcraft-data", "--size", "18", "--n", "5", "--n-val", "1", "--n-test", "1",
+                     "--parts", "2", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "18x18" / "train_maps_part1.npy").is_file()
+    assert wd.load_split(tmp_path, 18, "train").maps.shape == (5, 144, 144, 3)
+
+
+def test_warcraft_option_parsing() -> None:
+    assert cli._key_value("lam=20") == ("lam", 20)
+    assert cli._key_value("noise=gumbel") == ("noise", "gumbel")
+    assert cli._key_value("symmetric=True") == ("symmetric", True)
+    with pytest.raises(Exception, match="expected KEY=VALUE"):
+        cli._key_value("lam")
+    args = cli.build_parser().parse_args(["warcraft", "-O", "lam=5", "-O", "samples=2", "--n", "10"])
+    assert dict(args.option) == {"lam": 5, "samples": 2} and args.n_train == 10
+
+
+def test_warcraft_reports_bad_settings(tmp_path: Path, capsys) -> None:
+    assert cli.main(["warcraft", "--out", str(tmp_path), "--data", str(tmp_path / "missing")]) == 2
+    assert "missing data folder" in capsys.readouterr().err
+    assert cli.main(["warcraft", "--out", str(tmp_path), "--epochs", "0"]) == 2
+    assert "epochs must be an integer >= 1" in capsys.readouterr().err
+    # Unknown estimators and estimator options fail before any data are generated.
+    assert cli.main(["warcraft", "--out", str(tmp_path), "--estimator", "imle2"]) == 2
+    assert "estimator must be one of" in capsys.readouterr().err
+    assert cli.main(["warcraft", "--out", str(tmp_path), "--estimator", "blackbox", "-O", "lamb=3"]) == 2
+    assert "lamb" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["warcraft", "--size", "13"])
+
+
+@pytest.mark.slow
+def test_warcraft_runs_end_to_end_with_tiny_settings(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["warcraft", "--n-train", "16", "--n-val", "8", "--n-test", "8", "--epochs", "1",
+            "--batch-size", "8", "--channels", "4", "--estimator", "blackbox", "-O", "lam=10",
+            "--out", str(out), "--quiet", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "blackbox on synthetic 12x12 maps (16 train), 1 epochs, cpu" in printed
+    assert "test" in printed and "cost-optimal" in printed and "solver" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["options"] == {"lam": 10}
+    for name in ("checkpoint.pt", "paths.png", "curves.png", "data/12x12/test_maps.npy"):
+        assert (out / name).is_file(), name
+    # Resuming a finished run trains nothing more and reports the same figures.
+    assert cli.main(argv + ["--resume"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["final"] == metrics["final"]
+    assert np.isclose(again["final"]["test"]["cost_optimal"], metrics["final"]["test"]["cost_optimal"])

@@ -1,4 +1,4 @@
-"""Tests of combgrad/cli.py: the ``warcraft`` and ``warcraft-data`` subcommands."""
+"""Tests of combgrad/cli.py: the ``demo``, ``warcraft`` and ``warcraft-data`` subcommands."""
 
 from __future__ import annotations
 
@@ -79,3 +79,11 @@ def test_warcraft_runs_end_to_end_with_tiny_settings(tmp_path: Path, capsys) -> 
     again = json.loads((out / "metrics.json").read_text())
     assert again["final"] == metrics["final"]
     assert np.isclose(again["final"]["test"]["cost_optimal"], metrics["final"]["test"]["cost_optimal"])
+
+
+def test_demo_solves_with_every_built_in_solver(capsys) -> None:
+    assert cli.main(["demo", "--batch", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    solved = {line.split()[0] for line in lines[1:]}
+    assert solved == {"argmax", "topk", "shortest_path", "spanning_tree", "assignment", "knapsack", "ilp"}
+    assert all(float(line.split()[-1]) >= 0 for line in lines[1:])

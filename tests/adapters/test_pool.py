@@ -6,49 +6,19 @@ pool takes about a second to start); only the dead-worker tests replace it.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import re
 import signal
-import sys
 import threading
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from combgrad import SolverError
 from combgrad.adapters import pool
-
-WORKERS = 2
-
-# Workers unpickle this module's functions by importing the module by name. Under
-# pytest's importlib import mode that name is "tests.adapters.<module>", so the
-# repository root must be on sys.path; it is added at collection time, before any
-# worker starts (workers copy the caller's sys.path when they start).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
-
-
-@contextlib.contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Fail (rather than hang the suite) if the block takes longer than ``seconds``."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"no answer within {seconds} s: the pool hangs")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
+from tests.adapters.pool_helpers import WORKERS, deadline
 
 # Module-level functions: the workers import this module to unpickle them.
 

@@ -546,10 +546,10 @@ class SinkhornDistance(nn.Module):
 
     def __init__(
         self,
-        *,
         eps: float = 0.1,
         max_iter: int = 100,
         reduction: str | None = None,
+        *,
         p: float = 2.0,
         tol: float = 1e-5,
         eps_scaling: float | None = None,

@@ -164,7 +164,6 @@ class PQE(nn.Module):
         self,
         num_quasipartition_mixtures: int,
         num_poisson_processes_per_quasipartition: int = 4,
-        *,
         measure: str = "lebesgue",
         shape: str = "halfline",
         discounted: bool = False,

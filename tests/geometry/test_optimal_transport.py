@@ -418,3 +418,11 @@ def test_bad_cost_and_options():
 def test_docstring_examples_run():
     results = doctest.testmod(optimal_transport_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert results.attempted >= 3 and results.failed == 0
+
+
+def test_positional_arguments_follow_the_seed_signature():
+    # SinkhornDistance(eps, max_iter, reduction), as in the walkthrough the API comes from.
+    x = torch.tensor([[float(i), 0.0] for i in range(5)])
+    y = torch.tensor([[float(i), 1.0] for i in range(5)])
+    dist, _, _ = cg.geometry.SinkhornDistance(1.0, 100, None)(x, y)
+    assert dist.item() == pytest.approx(1.408, abs=1e-3)

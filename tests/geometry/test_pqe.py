@@ -241,3 +241,8 @@ def test_bad_latents(u, v, error, match):
     pqe = PQE(16)
     with pytest.raises(error, match=match):
         pqe(u, v)
+
+
+def test_positional_arguments_follow_the_seed_signature():
+    pqe = PQE(8, 4, "gaussian", "gaussian", True)
+    assert (pqe.measure, pqe.shape, pqe.discounted) == ("gaussian", "gaussian", True)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 
 import combgrad as cg
+from timing import median_seconds
 
 EPS = 0.01
 TOL = 1e-4  # combgrad's L1 marginal tolerance for the same-tolerance comparison
@@ -83,23 +84,6 @@ def interleaved_medians(runs: list[Callable[[], object]], repeats: int) -> list[
             run()
             record.append(time.perf_counter() - start)
     return [statistics.median(record) for record in times]
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call.
-
-    References that take seconds (POT unrolled) get at most three timed calls.
-    """
-    start = time.perf_counter()
-    fn()
-    if time.perf_counter() - start > 2.0:
-        repeats = min(repeats, 3)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def load() -> str:

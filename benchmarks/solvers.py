@@ -14,11 +14,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -26,6 +23,7 @@ import numpy as np
 import torch
 
 import combgrad as cg
+from timing import median_seconds
 
 
 @dataclass
@@ -40,17 +38,6 @@ class Row:
     @property
     def speedup(self) -> float:
         return self.reference_us / self.ours_us
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def networkx_grid_path(costs: np.ndarray) -> list[int]:

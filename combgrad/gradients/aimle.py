@@ -38,12 +38,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, check_bool, check_number, event_norm, score_sign, solve_perturbed
+from .base import Estimator, check_bool, check_number, event_norm
 from .imle import (
     broadcast_instances,
     central_difference,
     check_sampling_options,
-    input_draws,
+    perturb_and_solve,
     target_difference,
 )
 from .registry import register
@@ -121,18 +121,7 @@ class AIMLEFunction(torch.autograd.Function):
         generator: torch.Generator | None,
         state: AIMLE,
     ) -> torch.Tensor:
-        sign = score_sign(solver.sense)
-        scores = sign * theta.detach()
-        draws = input_draws(
-            theta,
-            solver,
-            samples=options.samples,
-            noise=options.noise,
-            k=options.k,
-            iterations=options.iterations,
-            generator=generator,
-        )
-        solutions = solve_perturbed(solver, scores, draws, options.temperature)
+        sign, scores, draws, solutions = perturb_and_solve(theta, solver, options, generator)
         # The beta in force now, so that an update made by another backward in
         # between does not change this call's gradient.
         ctx.save_for_backward(scores, draws, solutions, state.beta.detach().clone())

@@ -107,6 +107,30 @@ def input_draws(
     )
 
 
+def perturb_and_solve(
+    theta: torch.Tensor, solver: Solver, options: Any, generator: torch.Generator | None
+) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward shared by I-MLE and AIMLE: ``(sign, scores, draws, solutions)``.
+
+    ``scores = sign * theta`` in score space, ``draws [S, *theta.shape]`` and the
+    solutions ``[S, *theta.shape]`` of the perturbed scores, all from one batched
+    solver call. ``options`` carries the sampling fields (``samples``, ``noise``,
+    ``k``, ``iterations``, ``temperature``).
+    """
+    sign = score_sign(solver.sense)
+    scores = sign * theta.detach()
+    draws = input_draws(
+        theta,
+        solver,
+        samples=options.samples,
+        noise=options.noise,
+        k=options.k,
+        iterations=options.iterations,
+        generator=generator,
+    )
+    return sign, scores, draws, solve_perturbed(solver, scores, draws, options.temperature)
+
+
 def broadcast_instances(values: torch.Tensor | float, event_ndim: int) -> torch.Tensor | float:
     """Reshape per-instance values ``[*batch]`` to broadcast over ``[*batch, *event]``."""
     if isinstance(values, torch.Tensor):
@@ -171,18 +195,7 @@ class IMLEFunction(torch.autograd.Function):
         options: IMLEOptions,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        sign = score_sign(solver.sense)
-        scores = sign * theta.detach()
-        draws = input_draws(
-            theta,
-            solver,
-            samples=options.samples,
-            noise=options.noise,
-            k=options.k,
-            iterations=options.iterations,
-            generator=generator,
-        )
-        solutions = solve_perturbed(solver, scores, draws, options.temperature)
+        sign, scores, draws, solutions = perturb_and_solve(theta, solver, options, generator)
         ctx.save_for_backward(scores, draws, solutions)
         ctx.sign = sign
         ctx.solver = solver

@@ -20,7 +20,8 @@ from torch import nn
 from ..gradients import registry as estimator_registry
 from ..gradients.base import resolve_solver
 from ..solvers import registry as solver_registry
-from ..solvers.base import Solver, check_sense
+from .._checks import check_sense
+from ..solvers.base import Solver
 from .from_function import from_function
 
 __all__ = ["DifferentiableSolver", "differentiable"]

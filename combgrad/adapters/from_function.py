@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SolverError
-from ..solvers.base import BatchSolver, Sense, check_positive_int, check_sense
+from .._checks import check_positive_int, check_sense
+from ..solvers.base import BatchSolver, Sense
 from . import pool
 
 

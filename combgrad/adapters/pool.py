@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import SolverError
-from ..solvers.base import check_positive_int
+from .._checks import check_positive_int
 
 #: Chunks per worker: enough to balance uneven instances, few enough that the
 #: per-task overhead stays small against millisecond instances.

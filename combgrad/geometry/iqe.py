@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..solvers.base import check_positive_int
+from .._checks import check_positive_int
 
 __all__ = ["IQE", "interval_union_length"]
 

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..solvers.base import check_choice, check_positive_int, check_theta
+from .._checks import check_choice, check_positive_int, check_theta
 
 REDUCTIONS = (None, "none", "mean", "sum")
 WEIGHT_TOLERANCE = 1e-4  # how far from one the weights' sums may be

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..solvers.base import check_choice, check_positive_int
+from .._checks import check_choice, check_positive_int
 from .poisson import PoissonLessEqual
 
 __all__ = ["PQE"]

@@ -38,7 +38,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, check_bool, check_number, event_norm
+from .._checks import check_bool, check_number
+from .base import Estimator, event_norm
 from .imle import (
     broadcast_instances,
     central_difference,

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..solvers import registry as solver_registry
-from ..solvers.base import Solver, check_choice, check_positive_int, check_sense, check_theta
+from .._checks import check_choice, check_positive_int, check_sense, check_theta
+from ..solvers.base import Solver
 from . import noise as noise_module
 
 
@@ -101,43 +102,6 @@ def resolve_solver(owner: str, solver: Any, options: dict[str, Any]) -> Solver:
         )
     check_sense(owner, solver.sense)
     return solver
-
-
-def check_number(
-    owner: str,
-    argument: str,
-    value: object,
-    *,
-    positive: bool = False,
-    nonnegative: bool = False,
-    below: float | None = None,
-) -> float:
-    """Return ``value`` as float if it is a finite real number meeting the bounds, else raise."""
-    valid = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if valid and positive:
-        valid = value > 0
-    if valid and nonnegative:
-        valid = value >= 0
-    if valid and below is not None:
-        valid = value < below
-    if not valid:
-        bounds = []
-        if positive:
-            bounds.append("> 0")
-        if nonnegative:
-            bounds.append(">= 0")
-        if below is not None:
-            bounds.append(f"< {below}")
-        expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
-        raise ValueError(f"{owner}: {argument} must be {expected}, got {value!r}")
-    return float(value)
-
-
-def check_bool(owner: str, argument: str, value: object) -> bool:
-    """Return ``value`` if it is a bool, else raise ValueError."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{owner}: {argument} must be True or False, got {value!r}")
-    return value
 
 
 def check_noise_options(

@@ -20,7 +20,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, check_number, score_sign, solve_scores
+from .._checks import check_number
+from .base import Estimator, score_sign, solve_scores
 from .registry import register
 
 

@@ -25,19 +25,11 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..solvers.base import Solver, check_positive_int
+from .._checks import check_positive_int
+from ..solvers.base import Solver
 from . import noise as noise_module
-from .base import (
-    Estimator,
-    check_bool,
-    check_noise_options,
-    check_number,
-    draw_noise,
-    noise_k,
-    score_sign,
-    solve_perturbed,
-    solve_scores,
-)
+from .._checks import check_bool, check_number
+from .base import Estimator, check_noise_options, draw_noise, noise_k, score_sign, solve_perturbed, solve_scores
 from .registry import register
 
 

@@ -18,17 +18,10 @@ from typing import Any
 
 import torch
 
-from ..solvers.base import check_positive_int, check_theta
+from .._checks import check_positive_int, check_theta
 from . import noise as noise_module
-from .base import (
-    check_noise_options,
-    check_number,
-    draw_noise,
-    event_sum,
-    resolve_solver,
-    score_sign,
-    solve_perturbed,
-)
+from .._checks import check_number
+from .base import check_noise_options, draw_noise, event_sum, resolve_solver, score_sign, solve_perturbed
 
 __all__ = ["fenchel_young", "hamming", "spo_plus"]
 

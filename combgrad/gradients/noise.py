@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..solvers.base import check_choice, check_positive_int
+from .._checks import check_choice, check_positive_int
 
 NOISES = ("gumbel", "normal", "sum_of_gamma", "none")
 EULER_GAMMA = 0.5772156649015329

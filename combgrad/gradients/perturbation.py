@@ -24,18 +24,11 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..solvers.base import Solver, check_positive_int
+from .._checks import check_positive_int
+from ..solvers.base import Solver
 from . import noise as noise_module
-from .base import (
-    Estimator,
-    check_bool,
-    check_noise_options,
-    check_number,
-    draw_noise,
-    event_sum,
-    score_sign,
-    solve_perturbed,
-)
+from .._checks import check_bool, check_number
+from .base import Estimator, check_noise_options, draw_noise, event_sum, score_sign, solve_perturbed
 from .registry import register
 
 NOISES = ("gumbel", "normal")

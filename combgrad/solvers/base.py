@@ -10,14 +10,12 @@ batch, the CPU/float64 numpy round trip, and returning on theta's device and dty
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-Sense = Literal["min", "max"]
-SENSES = ("min", "max")
+from .._checks import Sense, check_theta
 
 
 @runtime_checkable
@@ -29,50 +27,6 @@ class Solver(Protocol):
     event_ndim: int
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor: ...
-
-
-def check_sense(owner: str, sense: object) -> Sense:
-    """Return ``sense`` if it is "min" or "max", else raise ValueError."""
-    if sense not in SENSES:
-        raise ValueError(f"{owner}: sense must be 'min' or 'max', got {sense!r}")
-    return sense  # type: ignore[return-value]
-
-
-def check_positive_int(owner: str, argument: str, value: object, *, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum`` (bools excluded), else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{owner}: {argument} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_choice(owner: str, argument: str, value: object, choices: Sequence[Any]) -> Any:
-    """Return ``value`` if it is one of ``choices``, else raise ValueError listing them."""
-    if value not in choices:
-        raise ValueError(f"{owner}: {argument} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def check_theta(owner: str, theta: object, event_ndim: int, argument: str = "theta") -> torch.Tensor:
-    """Check that ``theta`` is a finite floating tensor with at least ``event_ndim`` dims.
-
-    Raises:
-        TypeError: If ``theta`` is not a torch.Tensor.
-        ValueError: If it has too few dims, is not floating point, or holds NaN/inf.
-    """
-    if not isinstance(theta, torch.Tensor):
-        raise TypeError(f"{owner}: {argument} must be a torch.Tensor, got {type(theta).__name__}")
-    if theta.ndim < event_ndim:
-        raise ValueError(
-            f"{owner}: {argument} must have at least {event_ndim} dims [*, <event>], "
-            f"got shape {tuple(theta.shape)}"
-        )
-    if not theta.is_floating_point():
-        raise ValueError(f"{owner}: {argument} must be a floating tensor, got dtype {theta.dtype}")
-    # One sum is non-finite whenever any entry is, and costs a fraction of an
-    # element-wise check; the exact check runs only when the sum overflows.
-    if theta.numel() and not bool(torch.isfinite(theta.sum())) and not bool(torch.isfinite(theta).all()):
-        raise ValueError(f"{owner}: {argument} must be finite, got NaN or inf values")
-    return theta
 
 
 class BatchSolver:

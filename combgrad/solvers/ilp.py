@@ -16,7 +16,8 @@ from ortools.sat.python import cp_model
 
 from ..adapters import pool
 from ..errors import SolverError
-from .base import BatchSolver, Sense, check_positive_int, check_sense
+from .._checks import check_positive_int, check_sense
+from .base import BatchSolver, Sense
 from .registry import register
 
 #: With ``objective_scale=None`` each instance's largest |coefficient| becomes this

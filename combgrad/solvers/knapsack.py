@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .base import BatchSolver, check_positive_int
+from .._checks import check_positive_int
+from .base import BatchSolver
 from .registry import register
 
 # The DP keeps an n x (capacity + 1) table of decisions per instance, one byte a

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .base import BatchSolver, check_choice
+from .._checks import check_choice
+from .base import BatchSolver
 from .registry import register
 
 # Row and column steps to the neighbours of a cell. Their order does not change

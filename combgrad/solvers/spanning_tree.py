@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .base import BatchSolver, check_sense
+from .._checks import check_sense
+from .base import BatchSolver
 from .registry import register
 
 @njit(cache=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import BatchSolver, check_positive_int
+from .._checks import check_positive_int
+from .base import BatchSolver
 from .registry import register
 
 

@@ -52,20 +52,6 @@ def test_resolve_solver():
         base.resolve_solver("owner", "nope", {})
 
 
-def test_check_number_messages():
-    assert base.check_number("o", "x", 2, positive=True) == 2.0
-    with pytest.raises(ValueError, match="o: x must be a finite number > 0, got 0"):
-        base.check_number("o", "x", 0, positive=True)
-    with pytest.raises(ValueError, match="o: x must be a finite number >= 0 and < 1.0, got 1.0"):
-        base.check_number("o", "x", 1.0, nonnegative=True, below=1.0)
-    with pytest.raises(ValueError, match="got nan"):
-        base.check_number("o", "x", float("nan"))
-    with pytest.raises(ValueError, match="got True"):
-        base.check_number("o", "x", True)
-    with pytest.raises(ValueError, match="o: flag must be True or False, got 1"):
-        base.check_bool("o", "flag", 1)
-
-
 def test_noise_k_defaults_to_the_solvers_k():
     assert base.noise_k(None, cg.solvers.get("topk", k=4)) == 4
     assert base.noise_k(None, cg.solvers.get("argmax")) == 1

@@ -6,7 +6,6 @@ import torch
 
 import combgrad as cg
 from combgrad.solvers import Argmax, BatchSolver, Solver
-from combgrad.solvers.base import check_choice, check_positive_int, check_sense, check_theta
 
 
 class RecordingSolver(BatchSolver):
@@ -166,33 +165,6 @@ def test_cuda_input_is_solved_on_cpu_and_returned_on_its_device():
     torch_solver = TorchSolver()
     y = torch_solver(theta[:, 0])
     assert torch_solver.devices[0][0].type == "cuda" and y.device == theta.device
-
-
-def test_check_sense():
-    assert check_sense("s", "min") == "min" and check_sense("s", "max") == "max"
-    with pytest.raises(ValueError, match="s: sense must be 'min' or 'max', got 'maximize'"):
-        check_sense("s", "maximize")
-
-
-def test_check_positive_int():
-    assert check_positive_int("s", "k", 3) == 3
-    assert check_positive_int("s", "k", np.int32(4)) == 4
-    assert check_positive_int("s", "k", 0, minimum=0) == 0
-    for bad in (0, -1, 2.0, True, "3", None):
-        with pytest.raises(ValueError, match="s: k must be an integer >= 1, got"):
-            check_positive_int("s", "k", bad)
-
-
-def test_check_choice():
-    assert check_choice("s", "neighbourhood", 4, (4, 8)) == 4
-    with pytest.raises(ValueError, match=r"s: neighbourhood must be one of \[4, 8\], got 6"):
-        check_choice("s", "neighbourhood", 6, (4, 8))
-
-
-def test_check_theta_names_the_argument():
-    assert check_theta("s", torch.zeros(2), 1) is not None
-    with pytest.raises(ValueError, match="s: costs must be finite"):
-        check_theta("s", torch.tensor([float("nan")]), 1, argument="costs")
 
 
 def test_huge_finite_values_whose_sum_overflows_are_accepted():

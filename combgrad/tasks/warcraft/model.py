@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...solvers.base import check_choice, check_positive_int
+from ..._checks import check_choice, check_positive_int
 
 
 class BasicBlock(nn.Module):

@@ -52,7 +52,7 @@ from torch.nn import functional as F
 
 from ...gradients import names as gradient_names
 from ...solvers import get as get_solver
-from ...solvers.base import check_choice, check_positive_int
+from ..._checks import check_choice, check_positive_int
 from . import data as data_module
 from .model import MODELS, build_model, normalise
 

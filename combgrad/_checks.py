@@ -35,7 +35,7 @@ def check_sense(owner: str, sense: object) -> Sense:
     """
     if sense not in SENSES:
         raise ValueError(f"{owner}: sense must be 'min' or 'max', got {sense!r}")
-    return sense  # type: ignore[return-value]
+    return sense
 
 
 def check_positive_int(owner: str, argument: str, value: object, *, minimum: int = 1) -> int:

@@ -252,3 +252,42 @@ def rename_deprecated(
         )
         options[new] = options.pop(old)
     return options
+
+
+# Integers above 2**53 are not all representable in float64, so data scaled past
+# it can no longer be checked for integrality.
+EXACT_INTEGER_LIMIT = 2**53
+
+
+def scaled_integers(
+    owner: str, argument: str, array: np.ndarray, scale: float, scale_name: str, *, reason: str = ""
+) -> np.ndarray:
+    """``array * scale`` as int64 if every entry is within 1e-9 (relative) of an integer; else ValueError.
+
+    The entries are rounded to the nearest integer, never up or down: with a
+    relative tolerance, decimal data that float64 cannot hold exactly
+    (``100 * 4.61 = 461.00000000000006``) is read as the integer it stands for,
+    while data that is really fractional is refused, naming the first such
+    entry, why integers are needed (``reason``) and the ``scale_name`` option
+    that would fix it.
+
+    Example:
+        >>> scaled_integers("knapsack", "weights", np.array([4.61, 0.5]), 100.0, "constraint_scale")
+        array([461,  50])
+    """
+    scaled = array * scale
+    rounded = np.rint(scaled)
+    inexact = np.abs(scaled - rounded) > 1e-9 * np.maximum(1.0, np.abs(scaled))
+    if inexact.any():
+        where = tuple(int(i) for i in np.argwhere(inexact)[0])
+        hint = f"; pass {scale_name}=10**k for data with k decimals, or round it yourself" if scale_name else ""
+        after = f" after multiplying by {scale_name}={scale!r}" if scale_name else ""
+        at = "" if not where else f" at index {where if len(where) > 1 else where[0]}"
+        raise ValueError(
+            f"{owner}: {argument} must hold integers{after}{f' ({reason})' if reason else ''}, got {float(array[where])!r}{at}{hint}"
+        )
+    if rounded.size and np.abs(rounded).max() > EXACT_INTEGER_LIMIT:
+        raise ValueError(
+            f"{owner}: {argument} must hold integers of magnitude <= 2**53, got {np.abs(rounded).max():g}"
+        )
+    return rounded.astype(np.int64)

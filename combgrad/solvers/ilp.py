@@ -16,7 +16,7 @@ from ortools.sat.python import cp_model
 
 from ..adapters import pool
 from ..errors import SolverError
-from .._checks import check_positive_int, check_sense
+from .._checks import check_number, check_positive_int, check_sense, scaled_integers
 from .base import BatchSolver, Sense
 from .registry import register
 
@@ -31,6 +31,7 @@ _ACTIVITY_LIMIT = 2**60
 
 # Data beyond 2**53 cannot be told apart from its float64 neighbours.
 _EXACT_LIMIT = 2**53
+_INTEGER_REASON = "CP-SAT needs integer data"
 
 _INT64_MIN = -(2**63)
 
@@ -156,41 +157,6 @@ def _as_array(argument: str, value: object, ndim: int) -> np.ndarray:
     return array
 
 
-def _as_integers(argument: str, array: np.ndarray, scale: float, scale_name: str) -> np.ndarray:
-    """``array * scale`` as int64, if it is integral; else ValueError naming the entry."""
-    scaled = array * scale
-    rounded = np.rint(scaled)
-    # A relative tolerance accepts decimal data that float64 cannot hold exactly
-    # (0.1 * 10 is 1.0000000000000002).
-    inexact = np.abs(scaled - rounded) > 1e-9 * np.maximum(1.0, np.abs(scaled))
-    if inexact.any():
-        where = tuple(int(i) for i in np.argwhere(inexact)[0])
-        hint = (
-            f"; pass {scale_name}=10**k for data with k decimals, or round it yourself"
-            if scale_name
-            else ""
-        )
-        after = f" after multiplying by {scale_name}={scale!r}" if scale_name else ""
-        at = "" if not where else f" at index {where if len(where) > 1 else where[0]}"
-        raise ValueError(
-            f"ilp: {argument} must hold integers{after} (CP-SAT needs integer data), "
-            f"got {float(array[where])!r}{at}{hint}"
-        )
-    if rounded.size and np.abs(rounded).max() > _EXACT_LIMIT:
-        raise ValueError(
-            f"ilp: {argument} must hold integers of magnitude <= 2**53, got {np.abs(rounded).max():g}"
-        )
-    return rounded.astype(np.int64)
-
-
-def _positive_float(argument: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"ilp: {argument} must be a positive finite number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"ilp: {argument} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
 class ILP(BatchSolver):
     """Integer linear program per instance, solved exactly by OR-Tools CP-SAT.
 
@@ -284,8 +250,8 @@ class ILP(BatchSolver):
         self.sense = check_sense("ilp", sense)
         self.workers = check_positive_int("ilp", "workers", workers, minimum=0)
         if objective_scale is not None:
-            objective_scale = _positive_float("objective_scale", objective_scale)
-        constraint_scale = _positive_float("constraint_scale", constraint_scale)
+            objective_scale = check_number("ilp", "objective_scale", objective_scale, positive=True)
+        constraint_scale = check_number("ilp", "constraint_scale", constraint_scale, positive=True)
 
         pairs = {}
         for matrix_name, vector_name, matrix, vector in (
@@ -306,8 +272,8 @@ class ILP(BatchSolver):
                     f"({matrix_array.shape[0]}), got shape {vector_array.shape}"
                 )
             pairs[matrix_name] = (
-                _as_integers(matrix_name, matrix_array, constraint_scale, "constraint_scale"),
-                _as_integers(vector_name, vector_array, constraint_scale, "constraint_scale"),
+                scaled_integers("ilp", matrix_name, matrix_array, constraint_scale, "constraint_scale", reason=_INTEGER_REASON),
+                scaled_integers("ilp", vector_name, vector_array, constraint_scale, "constraint_scale", reason=_INTEGER_REASON),
             )
 
         lower_array = self._bound("lower", lower)
@@ -372,7 +338,7 @@ class ILP(BatchSolver):
             raise ValueError(
                 f"ilp: {argument} must be finite (CP-SAT needs bounded integer variables), got {value!r}"
             )
-        return _as_integers(argument, array, 1.0, "")
+        return scaled_integers("ilp", argument, array, 1.0, "", reason=_INTEGER_REASON)
 
     @staticmethod
     def _size(pairs: dict[str, Any], lower: np.ndarray, upper: np.ndarray) -> int:

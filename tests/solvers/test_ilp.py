@@ -219,7 +219,7 @@ def test_n_from_bounds_alone() -> None:
         ({"A": [[1, 2]], "b": [1], "sense": "maximize"}, r"ilp: sense must be 'min' or 'max', got 'maximize'"),
         ({"A": [[1, 2]], "b": [1], "workers": -1}, r"ilp: workers must be an integer >= 0, got -1"),
         ({"A": [[1, 2]], "b": [1], "objective_scale": 0}, r"ilp: objective_scale must be a finite number > 0, got 0"),
-        ({"A": [[1, 2]], "b": [1], "objective_scale": float("nan")}, r"ilp: objective_scale must be a positive finite number"),
+        ({"A": [[1, 2]], "b": [1], "objective_scale": float("nan")}, r"ilp: objective_scale must be a finite number > 0"),
         ({"A": [[1, 2]], "b": [1], "constraint_scale": -1}, r"ilp: constraint_scale must be a finite number > 0, got -1"),
         ({"A": [[2**52, 2**52]], "b": [1], "upper": 2**20}, r"ilp: CP-SAT cannot represent this problem"),
         ({"lower": np.full(2000, -(2**53)), "upper": 2**53}, r"ilp: the bounds are too wide"),

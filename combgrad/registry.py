@@ -9,11 +9,35 @@ broken plugin cannot break the built-ins.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
+import re
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+from .errors import OptionError
 
 Factory = Callable[..., Any]
+
+
+class Option(NamedTuple):
+    """One option of a registered solver or estimator, as :meth:`Registry.options` reports it."""
+
+    name: str
+    default: Any
+    """The default value, or :data:`REQUIRED` for an option that must be given."""
+    description: str
+    """The first sentence of the option's entry in the factory's docstring (``Args:``)."""
+
+
+class _Required:
+    """The default of an option without one (it must be passed)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
 
 
 class Registry:
@@ -77,8 +101,38 @@ class Registry:
             raise self._unknown(name) from None
 
     def get(self, name: str, **options: Any) -> Any:
-        """Build the entry registered under ``name`` with ``options``."""
-        return self.factory(name)(**options)
+        """Build the entry registered under ``name`` with ``options``.
+
+        Raises:
+            KeyError: If ``name`` is unknown.
+            OptionError: If an option is not one the factory takes, or a required
+                one is missing; the message lists the accepted options.
+        """
+        factory = self.factory(name)
+        _check_call(f"{self.kind} {name!r}", factory, options)
+        return factory(**options)
+
+    def options(self, name: str) -> dict[str, Option]:
+        """The options of the entry registered under ``name``: default and one-line meaning each.
+
+        Read from the factory's signature (keyword arguments, in order) and the
+        ``Args:`` section of its docstring, so they cannot disagree with the code.
+
+        Example:
+            >>> import combgrad as cg
+            >>> cg.solvers.options("topk")["k"].default
+            <required>
+        """
+        factory = self.factory(name)
+        descriptions = _argument_descriptions(factory)
+        return {
+            parameter.name: Option(
+                parameter.name,
+                REQUIRED if parameter.default is inspect.Parameter.empty else parameter.default,
+                descriptions.get(parameter.name, ""),
+            )
+            for parameter in _keyword_parameters(factory) or ()
+        }
 
     def names(self) -> list[str]:
         """All registered names, sorted."""
@@ -112,3 +166,101 @@ class Registry:
             # An entry point names either a factory or a module that registers itself.
             if callable(loaded) and entry_point.name not in self._factories:
                 self._factories[entry_point.name] = loaded
+
+
+def _keyword_parameters(factory: Factory) -> list[inspect.Parameter] | None:
+    """The parameters ``factory`` takes by keyword, or None if it takes ``**kwargs`` or has no signature."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [parameter for parameter in parameters if parameter.kind in keyword_kinds]
+
+
+def _check_call(owner: str, factory: Factory, options: dict[str, Any]) -> None:
+    """Raise OptionError before calling ``factory(**options)`` with an unknown or a missing option."""
+    parameters = _keyword_parameters(factory)
+    if parameters is None:
+        return
+    accepted = [parameter.name for parameter in parameters]
+    listed = ", ".join(accepted) if accepted else "none"
+    unknown = [option for option in options if option not in accepted]
+    if unknown:
+        names = ", ".join(repr(option) for option in unknown)
+        raise OptionError(
+            f"{owner}: unknown option{'s' if len(unknown) > 1 else ''} {names}; accepted options: {listed}"
+        )
+    missing = [
+        parameter.name
+        for parameter in parameters
+        if parameter.default is inspect.Parameter.empty and parameter.name not in options
+    ]
+    if missing:
+        names = ", ".join(repr(option) for option in missing)
+        raise OptionError(
+            f"{owner}: missing required option{'s' if len(missing) > 1 else ''} {names}; "
+            f"accepted options: {listed}"
+        )
+
+
+_ARGS_HEADER = re.compile(r"^(\s*)(Args|Arguments|Parameters):\s*$")
+_ARGUMENT = re.compile(r"^([\w*]+(?:\s*,\s*[\w*]+)*)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _argument_descriptions(factory: Factory) -> dict[str, str]:
+    """``{argument: first sentence}`` from the Google-style ``Args:`` section of ``factory``'s docstring.
+
+    For a class, the class docstring is read, then its ``__init__``'s.
+    """
+    docs = [inspect.getdoc(factory) or ""]
+    if inspect.isclass(factory):
+        docs.append(inspect.getdoc(factory.__init__) or "")  # type: ignore[misc]
+    entries: dict[str, list[str]] = {}
+    for doc in docs:
+        lines = doc.splitlines()
+        for index, line in enumerate(lines):
+            header = _ARGS_HEADER.match(line)
+            if header is None:
+                continue
+            section_indent = len(header.group(1))
+            entry_indent: int | None = None
+            current: list[str] | None = None
+            for body in lines[index + 1 :]:
+                if not body.strip():
+                    continue
+                indent = len(body) - len(body.lstrip())
+                if indent <= section_indent:
+                    break  # the next section
+                if entry_indent is None:
+                    entry_indent = indent
+                if indent == entry_indent:
+                    match = _ARGUMENT.match(body.strip())
+                    if match is None:
+                        current = None
+                        continue
+                    current = [match.group(2).strip()]
+                    for name in re.split(r"\s*,\s*", match.group(1)):
+                        entries.setdefault(name.lstrip("*"), current)
+                elif current is not None:
+                    current.append(body.strip())
+    return {name: _first_sentence(" ".join(words)) for name, words in entries.items()}
+
+
+def _first_sentence(text: str) -> str:
+    """``text`` up to its first '.' or ';' followed by a space, outside parentheses and code."""
+    depth, in_code = 0, False
+    for index, char in enumerate(text):
+        if char == "`":
+            in_code = not in_code
+        elif in_code:
+            continue
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+        elif char in ".;" and depth == 0 and (index + 1 == len(text) or text[index + 1] == " "):
+            return text[:index].strip()
+    return text.strip()

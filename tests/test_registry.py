@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import combgrad as cg
+import combgrad.registry
 from combgrad.registry import Registry
 from combgrad.solvers import registry as solver_registry
 
@@ -217,3 +218,50 @@ def test_entry_points_of_other_groups_are_ignored(fake_entry_points):
     registry = Registry("solver", entry_point_group=GROUP)
     assert registry.names() == []
     assert calls == [GROUP]
+
+
+def test_unknown_and_missing_options_name_the_option_and_list_the_accepted_ones():
+    # Used to be bare "TypeError: TopK.__init__() missing 1 required keyword-only
+    # argument" / "Argmax() takes no arguments".
+    with pytest.raises(cg.OptionError, match="solver 'topk': missing required option 'k'; accepted options: k"):
+        cg.solvers.get("topk")
+    with pytest.raises(TypeError, match="solver 'argmax': unknown option 'k'; accepted options: none"):
+        cg.solvers.get("argmax", k=2)
+    with pytest.raises(ValueError, match="solver 'assignment': unknown options 'a', 'b'"):
+        cg.solvers.get("assignment", a=1, b=2)
+    with pytest.raises(cg.OptionError, match=r"solver 'shortest_path': unknown option 'neighborhood'; accepted options: .*neighbourhood"):
+        cg.solvers.get("shortest_path", neighborhood=4)
+
+
+def test_factories_taking_kwargs_receive_every_option():
+    registry = make_registry()
+    registry.register("open", lambda **options: options)
+    assert registry.get("open", anything=1) == {"anything": 1}
+
+
+def test_options_are_read_from_the_signature_and_the_docstring():
+    registry = make_registry()
+
+    def factory(k: int, *, scale: float = 1.0, mode: str = "fast"):
+        """A test factory.
+
+        Args:
+            k: How many; at least 1. More words.
+            scale, mode: Shared text (see ``x.y``) of two options.
+        """
+
+    registry.register("documented", factory)
+    options = registry.options("documented")
+    assert list(options) == ["k", "scale", "mode"]
+    assert options["k"].default is cg.registry.REQUIRED and repr(options["k"].default) == "<required>"
+    assert options["k"].description == "How many"
+    assert options["scale"] == ("scale", 1.0, "Shared text (see ``x.y``) of two options")
+    assert options["mode"].default == "fast"
+
+
+@pytest.mark.parametrize("kind", ["solvers", "gradients"])
+def test_every_builtin_option_is_documented(kind):
+    module = getattr(cg, kind)
+    for name in module.names():
+        for option in module.options(name).values():
+            assert option.description, f"{kind} {name!r}: option {option.name!r} has no docstring entry"

@@ -7,7 +7,7 @@
 
 from . import losses, noise
 from .base import Estimator, score_sign
-from .registry import get, names, register, unregister
+from .registry import get, names, options, register, unregister
 
 # Built-in estimators register themselves on import.
 from .aimle import AIMLE
@@ -26,6 +26,7 @@ __all__ = [
     "get",
     "losses",
     "names",
+    "options",
     "noise",
     "register",
     "score_sign",

@@ -23,3 +23,4 @@ get = ESTIMATORS.get
 names = ESTIMATORS.names
 unregister = ESTIMATORS.unregister
 factory = ESTIMATORS.factory
+options = ESTIMATORS.options

@@ -5,7 +5,7 @@ adds one. Importing this package registers the built-ins.
 """
 
 from .base import BatchSolver, Solver
-from .registry import get, names, register, unregister
+from .registry import get, names, options, register, unregister
 
 # Built-in solvers register themselves on import.
 from .argmax import Argmax
@@ -28,6 +28,7 @@ __all__ = [
     "TopK",
     "get",
     "names",
+    "options",
     "register",
     "unregister",
 ]

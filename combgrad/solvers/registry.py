@@ -13,3 +13,4 @@ register = SOLVERS.register
 get = SOLVERS.get
 names = SOLVERS.names
 unregister = SOLVERS.unregister
+options = SOLVERS.options

@@ -150,5 +150,5 @@ def test_float32_and_batch_shapes():
 def test_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         cg.gradients.get("imle", **options)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'sigma'"):
+    with pytest.raises(TypeError, match="estimator 'imle': unknown option 'sigma'; accepted options: "):
         cg.gradients.get("imle", sigma=1.0)

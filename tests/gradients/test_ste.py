@@ -36,5 +36,5 @@ def test_negated_identity_for_a_min_solver(seed):
 
 
 def test_no_options():
-    with pytest.raises(TypeError, match="unexpected keyword argument 'lam'"):
+    with pytest.raises(TypeError, match="estimator 'ste': unknown option 'lam'; accepted options: none"):
         cg.gradients.get("ste", lam=1.0)

@@ -13,11 +13,12 @@ import inspect
 import re
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, overload
 
 from .errors import OptionError
 
 Factory = Callable[..., Any]
+F = TypeVar("F", bound=Factory)
 
 
 class Option(NamedTuple):
@@ -54,9 +55,17 @@ class Registry:
         self._factories: dict[str, Factory] = {}
         self._plugins_loaded = False
 
+    @overload
+    def register(self, name: str, factory: F, *, overwrite: bool = False) -> F: ...
+
+    @overload
     def register(
-        self, name: str, factory: Factory | None = None, *, overwrite: bool = False
-    ) -> Any:
+        self, name: str, factory: None = None, *, overwrite: bool = False
+    ) -> Callable[[F], F]: ...
+
+    def register(
+        self, name: str, factory: F | None = None, *, overwrite: bool = False
+    ) -> F | Callable[[F], F]:
         """Register ``factory`` under ``name``; without ``factory``, return a decorator.
 
         Raises:
@@ -67,7 +76,7 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if factory is None:
-            def decorator(fn: Factory) -> Factory:
+            def decorator(fn: F) -> F:
                 self.register(name, fn, overwrite=overwrite)
                 return fn
 
@@ -217,7 +226,7 @@ def _argument_descriptions(factory: Factory) -> dict[str, str]:
     """
     docs = [inspect.getdoc(factory) or ""]
     if inspect.isclass(factory):
-        docs.append(inspect.getdoc(factory.__init__) or "")  # type: ignore[misc]
+        docs.append(inspect.getdoc(factory.__init__) or "")
     entries: dict[str, list[str]] = {}
     for doc in docs:
         lines = doc.splitlines()

@@ -1,10 +1,13 @@
 """Batched combinatorial solvers and their registry.
 
 ``get(name, **options)`` builds a solver; ``names()`` lists them; ``register``
-adds one. Importing this package registers the built-ins.
+adds one; ``set_num_threads``/``get_num_threads`` bound the numba solvers' threads
+(see :mod:`combgrad.solvers.parallel`). Importing this package registers the
+built-ins.
 """
 
 from .base import BatchSolver, Solver
+from .parallel import get_num_threads, set_num_threads
 from .registry import get, names, options, register, unregister
 
 # Built-in solvers register themselves on import.
@@ -27,8 +30,10 @@ __all__ = [
     "SpanningTree",
     "TopK",
     "get",
+    "get_num_threads",
     "names",
     "options",
     "register",
+    "set_num_threads",
     "unregister",
 ]

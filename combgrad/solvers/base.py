@@ -20,13 +20,71 @@ from .._checks import Sense, check_theta
 
 @runtime_checkable
 class Solver(Protocol):
-    """The solver contract: ``y = solver(theta)`` over ``event_ndim`` trailing dims."""
+    """The solver contract: ``y = solver(theta)`` over ``event_ndim`` trailing dims.
+
+    Attributes:
+        name: The registry name, used in error messages.
+        sense: ``"min"`` or ``"max"``: ``y`` minimizes or maximizes ``<theta, y>``.
+        event_ndim: How many trailing dims of ``theta`` form one instance.
+
+    Optional attribute (not part of the protocol check, read with
+    ``getattr(solver, "accepts_negative", True)``):
+        accepts_negative: ``False`` on a solver that clips or refuses negative
+            entries of ``theta`` (``shortest_path``'s Dijkstra); absent means
+            True. Losses that build inputs of either sign, such as ``spo_plus``'s
+            ``2 * theta - theta_true``, refuse such solvers instead of silently
+            solving a clipped problem.
+
+    Example:
+        >>> import combgrad as cg
+        >>> isinstance(cg.solvers.get("argmax"), Solver)
+        True
+        >>> getattr(cg.solvers.get("shortest_path"), "accepts_negative", True)
+        False
+    """
 
     name: str
     sense: Sense
     event_ndim: int
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_sum_magnitude(owner: str, argument: str, theta: torch.Tensor, terms: int, what: str) -> None:
+    """Raise ValueError if a float64 sum of ``terms`` entries of ``theta`` could overflow.
+
+    The numba kernels add up entries of theta (a path's cost, a selection's
+    value, dual potentials) in float64; huge finite entries would make those
+    sums infinite and the kernel return a non-solution. Entries must therefore
+    be at most ``float64 max / (2 * terms)`` in magnitude (the factor 2 leaves
+    room for rounding and for differences of such sums). Dtypes that cannot
+    hold such values (float32 and narrower, for ``terms`` below about 1e269)
+    are not scanned, nor is anything when ``terms`` is 0.
+
+    Args:
+        owner: The solver's name, for the message.
+        argument: The argument's name, for the message.
+        theta: The validated (finite) input.
+        terms: How many entries one of the kernel's sums adds up, at most.
+        what: What the sum is, e.g. ``"a path on a 12 x 12 grid"``.
+
+    Example:
+        >>> check_sum_magnitude("knapsack", "theta", torch.tensor([1e308, 0.0], dtype=torch.float64), 2, "a selection of 2 items")
+        Traceback (most recent call last):
+        ...
+        ValueError: knapsack: theta must have magnitudes at most 4.49e+307 for a selection of 2 items (a float64 sum of up to 2 entries), got 1e+308; rescale theta
+    """
+    if terms < 1:
+        return  # nothing is summed
+    limit = float(np.finfo(np.float64).max) / (2.0 * terms)
+    if not theta.numel() or float(torch.finfo(theta.dtype).max) <= limit:
+        return
+    largest = float(theta.detach().abs().max())
+    if largest > limit:
+        raise ValueError(
+            f"{owner}: {argument} must have magnitudes at most {limit:.3g} for {what} "
+            f"(a float64 sum of up to {terms} entries), got {largest:.3g}; rescale {argument}"
+        )
 
 
 class BatchSolver:

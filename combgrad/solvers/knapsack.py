@@ -1,4 +1,10 @@
-"""``knapsack``: the 0/1 knapsack with integer weights, solved exactly by dynamic programming."""
+"""``knapsack``: the 0/1 knapsack with integer weights, solved exactly by dynamic programming.
+
+The DP over the capacity is compiled by numba and run over the batch by
+:func:`combgrad.solvers.parallel.run_batch` (serial for small batches, threads
+for large ones). Fractional data is scaled to integers with ``constraint_scale``
+as in the ``ilp`` solver.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .._checks import check_positive_int
-from .base import BatchSolver
+from .._checks import check_number, check_positive_int, scaled_integers
+from .base import BatchSolver, check_sum_magnitude
+from .parallel import chunk_range, run_batch
 from .registry import register
 
 # The DP keeps an n x (capacity + 1) table of decisions per instance, one byte a
@@ -18,16 +25,20 @@ MAX_TABLE_CELLS = 2**27
 
 
 @njit(cache=True)
-def _knapsack_one(values: np.ndarray, weights: np.ndarray, capacity: int, out: np.ndarray) -> None:
+def _knapsack_one(
+    values: np.ndarray, weights: np.ndarray, capacity: int, out: np.ndarray, best: np.ndarray, take: np.ndarray
+) -> None:
     """Write into ``out [n]`` (zeros) the 0/1 selection of greatest value within ``capacity``.
 
     ``best[c]`` is the greatest value of a selection among the items seen so far
     with total weight at most ``c``; ``take[i, c]`` records whether item ``i``
     strictly improved it, which is enough to walk the optimal selection back.
+    ``best [capacity + 1]`` and ``take [n, capacity + 1]`` are scratch buffers
+    owned by the calling thread.
     """
     n = values.shape[0]
-    best = np.zeros(capacity + 1)
-    take = np.zeros((n, capacity + 1), np.bool_)
+    best[:] = 0.0
+    take[:, :] = False
     for i in range(n):
         value = values[i]
         weight = weights[i]
@@ -47,17 +58,35 @@ def _knapsack_one(values: np.ndarray, weights: np.ndarray, capacity: int, out: n
             c -= weights[i]
 
 
+@njit(cache=True)
+def _solve_range(values: np.ndarray, weights: np.ndarray, capacity: int, out: np.ndarray, start: int, stop: int) -> None:
+    """Instances ``start:stop`` of ``values [B, n]`` into the zeroed selections ``out [B, n]``."""
+    # The DP table is allocated once per range rather than once per instance.
+    best = np.empty(capacity + 1)
+    take = np.empty((values.shape[1], capacity + 1), np.bool_)
+    for index in range(start, stop):
+        _knapsack_one(values[index], weights, capacity, out[index], best, take)
+
+
 @njit(cache=True, parallel=True)
-def _knapsack_batch(values: np.ndarray, weights: np.ndarray, capacity: int) -> np.ndarray:
-    """Solve every instance of ``values [B, n]``; returns the selections ``y [B, n]``."""
-    out = np.zeros_like(values)
-    for b in prange(values.shape[0]):
-        _knapsack_one(values[b], weights, capacity, out[b])
-    return out
+def _solve_chunks(values: np.ndarray, weights: np.ndarray, capacity: int, out: np.ndarray, chunks: int) -> None:
+    """The batch cut into ``chunks`` contiguous ranges, one per thread (see :mod:`.parallel`)."""
+    for chunk in prange(chunks):
+        start, stop = chunk_range(chunk, out.shape[0], chunks)
+        _solve_range(values, weights, capacity, out, start, stop)
 
 
-def _check_weights(weights: object) -> np.ndarray:
-    """Return ``weights`` as a 1-D int64 array, or raise ValueError saying what is wrong."""
+# Estimated serial time of one DP cell (one item at one capacity): about
+# 0.75 ns with 50 items (benchmarks/threads.py --calibrate).
+SECONDS_PER_CELL = 0.8e-9
+
+
+# Why weights must be integers, for the error message.
+_INTEGER_REASON = "the dynamic program indexes its table by total weight"
+
+
+def _check_weights(weights: object, scale: float) -> np.ndarray:
+    """``weights * scale`` as a 1-D int64 array, or raise ValueError saying what is wrong."""
     if isinstance(weights, torch.Tensor):
         array = weights.detach().cpu().numpy()
     else:
@@ -82,17 +111,26 @@ def _check_weights(weights: object) -> np.ndarray:
         raise ValueError(f"knapsack: weights must be finite, got {array.tolist()}")
     if (as_float < 0).any():
         raise ValueError(f"knapsack: weights must be non-negative, got {array.tolist()}")
-    if (as_float != np.floor(as_float)).any():
-        raise ValueError(
-            "knapsack: weights must be integers; scale fractional weights and the "
-            "capacity by a common factor and round, e.g. weights=np.ceil(100 * w) "
-            f"and capacity=math.floor(100 * capacity) for two decimals, got {array.tolist()}"
-        )
-    if (as_float > 2.0**53).any():
-        raise ValueError(
-            f"knapsack: weights must be at most 2**53, got max {as_float.max():.6g}"
-        )
-    return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.integer) and scale == 1.0:
+        # Exact already; a float64 round trip would lose integers above 2**53.
+        if (array > 2**53).any():
+            raise ValueError(f"knapsack: weights must hold integers of magnitude <= 2**53, got {array.max()}")
+        return array.astype(np.int64)
+    return scaled_integers("knapsack", "weights", as_float, scale, "constraint_scale", reason=_INTEGER_REASON)
+
+
+def _check_capacity(capacity: object, scale: float) -> int:
+    """``capacity * scale`` as an int, or raise ValueError."""
+    if isinstance(capacity, (int, np.integer)) and not isinstance(capacity, bool) and scale == 1.0:
+        value = check_positive_int("knapsack", "capacity", capacity, minimum=0)
+        if value > 2**53:
+            raise ValueError(f"knapsack: capacity must be an integer of magnitude <= 2**53, got {value}")
+        return value
+    number = check_number("knapsack", "capacity", capacity, nonnegative=True)
+    scaled = scaled_integers(
+        "knapsack", "capacity", np.array([number]), scale, "constraint_scale", reason=_INTEGER_REASON
+    )
+    return int(scaled[0])
 
 
 class Knapsack(BatchSolver):
@@ -104,13 +142,18 @@ class Knapsack(BatchSolver):
     the batch. Items of value <= 0 are never taken (leaving them out never lowers
     the value), so perturbed scores can be passed as they are.
 
-    Weights must be non-negative integers: scale fractional weights yourself, by
-    multiplying weights and capacity by the same factor and rounding (e.g.
-    ``weights=np.ceil(100 * w)``, ``capacity=math.floor(100 * capacity)`` for two
-    decimals; rounding weights up and the capacity down keeps every selection
-    feasible for the original data). The table behind the DP has ``n * (c + 1)`` cells, where
-    ``c = min(capacity, sum(weights))``; more than 2**27 is refused (use the ``ilp``
-    solver for such instances).
+    Weights and capacity must be non-negative integers after multiplying them by
+    ``constraint_scale`` (default 1), as for the ``ilp`` solver's constraints:
+    pass ``constraint_scale=100`` for data with two decimals. The scaled data is
+    rounded to the nearest integer, and refused (ValueError) where it lies more
+    than 1e-9 (relative) away from one, so ``100 * 4.61 = 461.00000000000006`` is
+    read as 461 while really fractional data is never changed silently. (Do not
+    round with ``np.ceil(100 * w)``: it turns 4.61 into 462.) Multiplying the
+    constraint by a positive factor keeps its solutions. The ``weights`` and
+    ``capacity`` attributes hold the scaled integers. The table behind the DP has
+    ``n * (c + 1)`` cells, where ``c = min(capacity, sum(weights))`` after
+    scaling; more than 2**27 is refused (use the ``ilp`` solver for such
+    instances).
 
     Ties: among selections of equal value, items are decided from the last to the
     first, and each is left out whenever an optimal selection of the items before
@@ -121,8 +164,11 @@ class Knapsack(BatchSolver):
 
     Args:
         weights: Item weights ``[n]``: a tensor, ndarray or sequence of non-negative
-            integers (or floats that are integers).
-        capacity: The weight budget, an integer >= 0.
+            numbers, integers after multiplying by ``constraint_scale``.
+        capacity: The weight budget, a number >= 0, an integer after multiplying
+            by ``constraint_scale``.
+        constraint_scale: Positive factor applied to ``weights`` and ``capacity``
+            before the integrality check; default 1.
 
     Raises:
         ValueError: If ``weights`` or ``capacity`` is invalid, or (on call) if
@@ -134,15 +180,25 @@ class Knapsack(BatchSolver):
         >>> solver = cg.solvers.get("knapsack", weights=[3, 4, 2], capacity=5)
         >>> solver(torch.tensor([4.0, 5.0, 3.0]))
         tensor([1., 0., 1.])
+        >>> decimal = cg.solvers.get("knapsack", weights=[4.61, 2.5], capacity=7.11, constraint_scale=100)
+        >>> decimal.weights.tolist(), decimal.capacity
+        ([461, 250], 711)
     """
 
     name = "knapsack"
     sense = "max"
     event_ndim = 1
 
-    def __init__(self, *, weights: torch.Tensor | np.ndarray | Sequence[float], capacity: int) -> None:
-        self.weights = _check_weights(weights)
-        self.capacity = check_positive_int("knapsack", "capacity", capacity, minimum=0)
+    def __init__(
+        self,
+        *,
+        weights: torch.Tensor | np.ndarray | Sequence[float],
+        capacity: float,
+        constraint_scale: float = 1.0,
+    ) -> None:
+        scale = check_number("knapsack", "constraint_scale", constraint_scale, positive=True)
+        self.weights = _check_weights(weights, scale)
+        self.capacity = _check_capacity(capacity, scale)
         # A budget above the total weight buys nothing; capping it keeps the table small.
         total = sum(int(weight) for weight in self.weights)
         self._table_capacity = min(self.capacity, total)
@@ -160,20 +216,16 @@ class Knapsack(BatchSolver):
                 f"knapsack: theta's last dim must equal len(weights)={self.weights.shape[0]}, "
                 f"got shape {tuple(theta.shape)}"
             )
-        if theta.numel():
-            # A selection's value, a sum of up to n scores, must not overflow float64.
-            limit = float(np.finfo(np.float64).max) / event_shape[0]
-            largest = float(theta.detach().abs().max())
-            if largest > limit:
-                raise ValueError(
-                    f"knapsack: theta's magnitude must be at most {limit:.3g} for {event_shape[0]} "
-                    f"items (float64 sums), got {largest:.3g}; rescale theta"
-                )
+        # A selection's value, a sum of up to n scores, must not overflow float64.
+        check_sum_magnitude("knapsack", "theta", theta, event_shape[0], f"a selection of {event_shape[0]} items")
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
-        return _knapsack_batch(theta, self.weights, self._table_capacity)
+        out = np.zeros_like(theta)
+        work = SECONDS_PER_CELL * theta.shape[1] * (self._table_capacity + 1)
+        return run_batch(_solve_range, _solve_chunks, (theta, self.weights, self._table_capacity), out, work)
 
     def __repr__(self) -> str:
+        # The scaled integers: this recreates an equivalent solver.
         return f"Knapsack(weights={self.weights.tolist()}, capacity={self.capacity})"
 
 

@@ -4,7 +4,9 @@ This is the solver of the Warcraft shortest-path benchmark (Vlastelica et al.,
 2020): every cell of an ``H x W`` map has a cost, a path moves between
 neighbouring cells (4 or 8 of them), and its cost is the sum of the costs of all
 the cells it visits, both ends included. The kernel is Dijkstra's algorithm with a
-binary heap, compiled by numba and run over the batch on several threads.
+binary heap, compiled by numba and run over the batch by
+:func:`combgrad.solvers.parallel.run_batch` (serial for small batches, threads
+for large ones).
 
 References:
     E. W. Dijkstra. A note on two problems in connexion with graphs.
@@ -18,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
 from .._checks import check_choice
-from .base import BatchSolver
+from .base import BatchSolver, check_sum_magnitude
+from .parallel import chunk_range, run_batch
 from .registry import register
 
 # Row and column steps to the neighbours of a cell. Their order does not change
@@ -137,44 +139,40 @@ def _dijkstra_grid(costs, clip, source, target, offsets, out, cost, distance, pr
         cell = predecessor[cell]
 
 
-@njit(cache=True, parallel=True)
-def _dijkstra_grid_batch(costs, clip, source, target, steps, chunks):
-    """All instances of ``costs [B, H, W]``; returns the uint8 path masks ``[B, H, W]``.
-
-    The batch is cut into ``chunks`` contiguous pieces run in parallel.
-    """
-    batch, height, width = costs.shape
-    out = np.zeros((batch, height, width), dtype=np.uint8)
+@njit(cache=True)
+def _solve_range(costs, clip, source, target, steps, out, start, stop):
+    """Instances ``start:stop`` of ``costs [B, H, W]`` into the zeroed uint8 masks ``out [B, H, W]``."""
+    height, width = costs.shape[1:]
     padded = (height + 2) * (width + 2)
     offsets = steps[:, 0] * (width + 2) + steps[:, 1]
-    # Scratch buffers are allocated once per chunk instead of once per instance.
-    chunks = max(1, min(batch, chunks))
+    # Scratch buffers are allocated once per range instead of once per instance.
+    cost = np.empty(padded, dtype=np.float64)
+    distance = np.empty(padded, dtype=np.float64)
+    predecessor = np.empty(padded, dtype=np.int64)
+    settled = np.empty(padded, dtype=np.bool_)
+    keys = np.empty(steps.shape[0] * height * width + 1, dtype=np.float64)
+    cells = np.empty(steps.shape[0] * height * width + 1, dtype=np.int64)
+    for index in range(start, stop):
+        _dijkstra_grid(
+            costs[index], clip, source, target, offsets, out[index],
+            cost, distance, predecessor, settled, keys, cells,
+        )
+
+
+@njit(cache=True, parallel=True)
+def _solve_chunks(costs, clip, source, target, steps, out, chunks):
+    """The batch cut into ``chunks`` contiguous ranges, one per thread (see :mod:`.parallel`)."""
     for chunk in prange(chunks):
-        cost = np.empty(padded, dtype=np.float64)
-        distance = np.empty(padded, dtype=np.float64)
-        predecessor = np.empty(padded, dtype=np.int64)
-        settled = np.empty(padded, dtype=np.bool_)
-        keys = np.empty(steps.shape[0] * height * width + 1, dtype=np.float64)
-        cells = np.empty(steps.shape[0] * height * width + 1, dtype=np.int64)
-        for index in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
-            _dijkstra_grid(
-                costs[index], clip, source, target, offsets, out[index],
-                cost, distance, predecessor, settled, keys, cells,
-            )
-    return out
+        start, stop = chunk_range(chunk, out.shape[0], chunks)
+        _solve_range(costs, clip, source, target, steps, out, start, stop)
 
 
-def _chunks() -> int:
-    # One contiguous chunk of the batch per thread, matching numba's static prange
-    # schedule (a dynamic schedule, set_parallel_chunksize(1), measured 2-3x slower
-    # here). Read in Python: numba.get_num_threads inside the kernel stops numba
-    # from caching it.
-    return numba.get_num_threads()
+# Estimated serial time of one relaxation (one neighbour of one cell), heap work
+# included: 8-10 ns on 12x12 and 30x30 grids (benchmarks/threads.py --calibrate).
+SECONDS_PER_RELAXATION = 9e-9
 
 
-def _check_cell(argument: str, value: object) -> tuple[int, int] | None:
-    if value is None and argument == "target":
-        return None
+def _check_cell(argument: str, value: object) -> tuple[int, int]:
     if (
         isinstance(value, (str, bytes))
         or not isinstance(value, Sequence)
@@ -210,7 +208,8 @@ class ShortestPath(BatchSolver):
     Negative costs, which perturbation-based gradient estimators produce, break
     Dijkstra; with ``negative="clip"`` (the default) they are read as 0 (the input
     is not modified), with ``negative="raise"`` they raise ValueError. Zero costs
-    are allowed.
+    are allowed. Either way negative costs are never solved as given, so the
+    solver has ``accepts_negative = False`` (``spo_plus`` refuses it).
 
     Args:
         source: ``(row, col)`` of the first cell; default the top-left ``(0, 0)``.
@@ -221,8 +220,9 @@ class ShortestPath(BatchSolver):
 
     Raises:
         ValueError: On invalid options; at call time on costs with fewer than 2
-            dims, an empty grid, NaN/inf, a source or target outside the grid, or
-            negative costs when ``negative="raise"``.
+            dims, an empty grid, NaN/inf, a source or target outside the grid,
+            negative costs when ``negative="raise"``, or costs so large (above
+            about 1e308 / (2 H W)) that a path's cost overflows float64.
 
     Example:
         >>> import torch, combgrad as cg
@@ -236,6 +236,8 @@ class ShortestPath(BatchSolver):
     name = "shortest_path"
     sense = "min"
     event_ndim = 2
+    # Negative costs are clipped or refused, never solved as given (spo_plus reads this).
+    accepts_negative = False
 
     def __init__(
         self,
@@ -246,7 +248,7 @@ class ShortestPath(BatchSolver):
         negative: str = "clip",
     ) -> None:
         self.source = _check_cell("source", source)
-        self.target = _check_cell("target", target)
+        self.target = None if target is None else _check_cell("target", target)
         self.neighbourhood = int(check_choice("shortest_path", "neighbourhood", neighbourhood, (4, 8)))
         self.negative = check_choice("shortest_path", "negative", negative, ("clip", "raise"))
 
@@ -271,17 +273,24 @@ class ShortestPath(BatchSolver):
                 f"shortest_path: costs must be >= 0 with negative='raise', got minimum "
                 f"{float(theta.min()):.6g}; use negative='clip' to read negative costs as 0"
             )
+        # A path visits each cell at most once, so its cost, and every tentative
+        # distance, is a sum of at most H * W costs.
+        check_sum_magnitude(
+            "shortest_path", "costs", theta, height * width, f"a path on a {height} x {width} grid"
+        )
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
-        height, width = theta.shape[1:]
-        return _dijkstra_grid_batch(
+        batch, height, width = theta.shape
+        arguments = (
             theta,
             self.negative == "clip",
             np.array(self.source, dtype=np.int64),
             np.array(self._target(height, width), dtype=np.int64),
             _STEPS[self.neighbourhood],
-            _chunks(),
         )
+        out = np.zeros((batch, height, width), dtype=np.uint8)
+        work = SECONDS_PER_RELAXATION * height * width * self.neighbourhood
+        return run_batch(_solve_range, _solve_chunks, arguments, out, work)
 
     def __repr__(self) -> str:
         return (

@@ -3,7 +3,8 @@
 Each instance is a complete undirected graph on ``n`` vertices given by its
 weight matrix; the kernel is Prim's algorithm in its dense ``O(n^2)``
 form (no heap: on a complete graph a linear scan per step is optimal), compiled
-by numba and run over the batch on several threads.
+by numba and run over the batch by :func:`combgrad.solvers.parallel.run_batch`
+(serial for small batches, threads for large ones).
 
 References:
     R. C. Prim. Shortest connection networks and some generalizations.
@@ -12,14 +13,15 @@ References:
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
 from .._checks import check_sense
-from .base import BatchSolver
+from .base import BatchSolver, check_sum_magnitude
+from .parallel import chunk_range, run_batch
 from .registry import register
+
 
 @njit(cache=True)
 def _prim(weights, sign, out, best, parent, in_tree):
@@ -59,23 +61,29 @@ def _prim(weights, sign, out, best, parent, in_tree):
         added = chosen
 
 
-@njit(cache=True, parallel=True)
-def _prim_batch(weights, sign, chunks):
-    """All instances of ``weights [B, n, n]``; returns uint8 adjacencies ``[B, n, n]``.
+@njit(cache=True)
+def _solve_range(weights, sign, out, start, stop):
+    """Instances ``start:stop`` of ``weights [B, n, n]`` into the zeroed uint8 adjacencies ``out``."""
+    n = weights.shape[1]
+    # Scratch buffers are allocated once per range rather than once per instance.
+    best = np.empty(n, dtype=np.float64)
+    parent = np.empty(n, dtype=np.int64)
+    in_tree = np.empty(n, dtype=np.bool_)
+    for index in range(start, stop):
+        _prim(weights[index], sign, out[index], best, parent, in_tree)
 
-    The batch is cut into ``chunks`` contiguous pieces run in parallel.
-    """
-    batch, n, _ = weights.shape
-    out = np.zeros((batch, n, n), dtype=np.uint8)
-    # Scratch buffers are allocated once per chunk rather than once per instance.
-    chunks = max(1, min(batch, chunks))
+
+@njit(cache=True, parallel=True)
+def _solve_chunks(weights, sign, out, chunks):
+    """The batch cut into ``chunks`` contiguous ranges, one per thread (see :mod:`.parallel`)."""
     for chunk in prange(chunks):
-        best = np.empty(n, dtype=np.float64)
-        parent = np.empty(n, dtype=np.int64)
-        in_tree = np.empty(n, dtype=np.bool_)
-        for index in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
-            _prim(weights[index], sign, out[index], best, parent, in_tree)
-    return out
+        start, stop = chunk_range(chunk, out.shape[0], chunks)
+        _solve_range(weights, sign, out, start, stop)
+
+
+# Estimated serial time of one step of the dense Prim scan (one vertex examined
+# for one joining vertex): about 3.7 ns at n = 30 (benchmarks/threads.py --calibrate).
+SECONDS_PER_STEP = 4e-9
 
 
 class SpanningTree(BatchSolver):
@@ -101,7 +109,8 @@ class SpanningTree(BatchSolver):
 
     Raises:
         ValueError: On an invalid sense; at call time on weights that are not
-            ``[*, n, n]`` with ``n >= 1`` or not finite.
+            ``[*, n, n]`` with ``n >= 1``, not finite, or so large (above about
+            1e308 / (4 (n - 1))) that a tree's weight overflows float64.
 
     Example:
         >>> import torch, combgrad as cg
@@ -125,13 +134,15 @@ class SpanningTree(BatchSolver):
                 f"spanning_tree: weights must be square [*, n, n] with n >= 1, "
                 f"got shape {tuple(theta.shape)}"
             )
+        # Each step compares w[u, v] + w[v, u], and the objective <weights, y> adds
+        # 2 (n - 1) weights: both must stay finite (1e308 gave a self-loop before).
+        check_sum_magnitude("spanning_tree", "weights", theta, 2 * (rows - 1), f"a tree on {rows} vertices")
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
-        # One contiguous chunk of the batch per thread (numba's prange schedule is
-        # static), read here because numba.get_num_threads inside the kernel stops
-        # numba from caching it.
-        chunks = numba.get_num_threads()
-        return _prim_batch(theta, 1.0 if self.sense == "min" else -1.0, chunks)
+        batch, n, _ = theta.shape
+        out = np.zeros((batch, n, n), dtype=np.uint8)
+        arguments = (theta, 1.0 if self.sense == "min" else -1.0)
+        return run_batch(_solve_range, _solve_chunks, arguments, out, SECONDS_PER_STEP * n * n)
 
     def __repr__(self) -> str:
         return f"SpanningTree(sense={self.sense!r})"

@@ -120,17 +120,20 @@ def test_solver_attributes_and_registry():
         ([[1, 2], [3, 4]], 3, "1-D"),
         ([], 3, "at least one item"),
         ([1, -2, 3], 3, "non-negative"),
-        ([1.5, 2.0], 3, "must be integers; scale"),
+        ([1.5, 2.0], 3, r"weights must hold integers .*got 1.5 at index 0; pass constraint_scale=10\*\*k"),
         ([1.0, float("nan")], 3, "finite"),
         ([1.0, float("inf")], 3, "finite"),
         ([True, False], 3, "dtype bool"),
         (["a", "b"], 3, "integers"),
-        ([1, 2**60], 3, "at most 2\\*\\*53"),
-        (torch.tensor([1.0, 0.5]), 3, "must be integers"),
-        ([1, 2], -1, "capacity must be an integer >= 0"),
-        ([1, 2], 2.0, "capacity must be an integer >= 0"),
-        ([1, 2], True, "capacity must be an integer >= 0"),
-        ([1, 2], None, "capacity must be an integer >= 0"),
+        ([1, 2**60], 3, "magnitude <= 2\\*\\*53"),
+        ([1.0, 2.0**60], 3, "magnitude <= 2\\*\\*53"),
+        (torch.tensor([1.0, 0.5]), 3, "weights must hold integers"),
+        ([1, 2], -1, "capacity must be an integer >= 0, got -1"),
+        ([1, 2], 2.5, "capacity must hold integers"),
+        ([1, 2], -2.0, "capacity must be a finite number >= 0, got -2.0"),
+        ([1, 2], True, "capacity must be a finite number >= 0, got True"),
+        ([1, 2], None, "capacity must be a finite number >= 0, got None"),
+        ([1, 2], 2**60, "capacity must be an integer of magnitude <= 2\\*\\*53"),
         ([2**26] * 4, 2**40, "table cells"),
     ],
 )
@@ -160,3 +163,52 @@ def test_options_are_keyword_only_and_required():
 def test_bad_theta(theta, error, match):
     with pytest.raises(error, match=match):
         Knapsack(weights=[1, 2, 3], capacity=3)(theta)
+
+
+def test_constraint_scale_reads_decimal_data_as_the_integers_it_stands_for():
+    # Guards issue 8 item 16: 100 * 4.61 is 461.00000000000006, which np.ceil (the
+    # old docstring's advice) turned into 462; nearest-integer rounding gives 461.
+    solver = Knapsack(weights=[4.61, 2.5, 1.0], capacity=7.11, constraint_scale=100)
+    assert solver.weights.tolist() == [461, 250, 100]
+    assert solver.capacity == 711
+    # 4.61 + 2.5 = 7.11 fits exactly; 462 + 250 would not.
+    assert solver(torch.tensor([5.0, 4.0, 1.0])).tolist() == [1.0, 1.0, 0.0]
+    assert np.ceil(100 * 4.61) == 462  # the defect the scale replaces
+
+
+def test_constraint_scale_matches_pre_scaled_integers():
+    rng = np.random.default_rng(3)
+    decimals = rng.integers(1, 500, size=12) / 100
+    capacity = float(np.round(decimals.sum() / 2, 2))
+    values = torch.from_numpy(rng.uniform(-1, 1, size=(6, 12)))
+    scaled = Knapsack(weights=decimals, capacity=capacity, constraint_scale=100)
+    integers = Knapsack(weights=np.rint(decimals * 100).astype(int), capacity=int(round(capacity * 100)))
+    assert torch.equal(scaled(values), integers(values))
+
+
+def test_integral_float_capacity_is_accepted_like_integral_float_weights():
+    assert Knapsack(weights=[1.0, 2.0], capacity=2.0).capacity == 2
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"weights": [4.615], "capacity": 5, "constraint_scale": 100}, r"weights must hold integers after multiplying by constraint_scale=100.*got 4.615"),
+        ({"weights": [1], "capacity": 0.005, "constraint_scale": 100}, r"capacity must hold integers after multiplying by constraint_scale=100"),
+        ({"weights": [1], "capacity": 1, "constraint_scale": 0}, r"constraint_scale must be a finite number > 0, got 0"),
+        ({"weights": [1], "capacity": 1, "constraint_scale": float("inf")}, r"constraint_scale must be a finite number > 0"),
+        ({"weights": [1], "capacity": 1, "constraint_scale": "100"}, r"constraint_scale must be a finite number > 0, got '100'"),
+    ],
+)
+def test_bad_constraint_scale_data(options, match):
+    with pytest.raises(ValueError, match=match):
+        Knapsack(**options)
+
+
+def test_theta_whose_selection_value_overflows_is_refused():
+    # Three values of 1e308 / 3 sum to 1e308 but two of 1e308 overflow; the
+    # limit is float64 max / (2 n).
+    solver = Knapsack(weights=[1, 1, 1], capacity=3)
+    assert solver(torch.tensor([1e307, 1e307, 0.0], dtype=torch.float64)).tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match=r"knapsack: theta must have magnitudes at most 3e\+307 for a selection of 3 items"):
+        solver(torch.tensor([4e307, 0.0, 0.0], dtype=torch.float64))

@@ -301,3 +301,31 @@ def test_bad_costs_raise(costs, match):
 def test_non_tensor_raises():
     with pytest.raises(TypeError, match=r"must be a torch.Tensor, got ndarray"):
         ShortestPath()(np.ones((3, 3)))
+
+
+def test_costs_whose_path_sum_overflows_are_refused():
+    # Guards issue 8 item 5: costs of 1.7e308 gave a "path" of only the target
+    # cell, because every tentative distance overflowed to inf.
+    costs = torch.full((3, 3), 1.7e308, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"shortest_path: costs must have magnitudes at most 9\.99e\+306 for a path on a 3 x 3 grid"
+    ):
+        ShortestPath()(costs)
+    with pytest.raises(ValueError, match="magnitudes at most"):
+        ShortestPath(negative="clip")(torch.tensor([[1.0, -1e308], [1.0, 1.0]], dtype=torch.float64))
+
+
+def test_largest_accepted_costs_still_give_a_connected_path():
+    limit = float(np.finfo(np.float64).max) / (2 * 9)
+    costs = torch.full((3, 3), limit, dtype=torch.float64)
+    path = ShortestPath(neighbourhood=4)(costs)
+    assert path.sum() == 5 and path[0, 0] == 1 and path[2, 2] == 1
+    assert torch.isfinite((path * costs).sum())
+
+
+def test_refuses_negative_costs_for_losses_that_need_them():
+    # spo_plus reads this attribute (issue 8 item 7); Dijkstra clips or refuses negatives.
+    assert ShortestPath().accepts_negative is False
+    assert ShortestPath(negative="raise").accepts_negative is False
+    assert getattr(cg.solvers.get("shortest_path"), "accepts_negative", True) is False
+    assert getattr(cg.solvers.get("spanning_tree"), "accepts_negative", True) is True

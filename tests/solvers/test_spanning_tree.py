@@ -169,3 +169,28 @@ def test_keyword_only_options():
 def test_bad_weights_raise(weights, match):
     with pytest.raises(ValueError, match=match):
         SpanningTree()(weights)
+
+
+def test_weights_whose_sums_overflow_are_refused():
+    # Guards issue 8 item 5: weights of 1e308 gave a self-loop with vertex 0
+    # isolated, because w[u, v] + w[v, u] overflowed to inf.
+    weights = torch.full((4, 4), 1e308, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"spanning_tree: weights must have magnitudes at most 1\.5e\+307 for a tree on 4 vertices"
+    ):
+        cg.solvers.get("spanning_tree")(weights)
+    with pytest.raises(ValueError, match="magnitudes at most"):
+        cg.solvers.get("spanning_tree", sense="max")(-weights)
+
+
+def test_largest_accepted_weights_still_give_a_tree():
+    limit = float(np.finfo(np.float64).max) / (2 * 2 * 3)
+    weights = torch.full((4, 4), limit, dtype=torch.float64)
+    tree = cg.solvers.get("spanning_tree")(weights)
+    assert tree.sum() == 6 and torch.equal(tree, tree.T) and tree.diagonal().sum() == 0
+    assert tree[0].sum() == 3  # a star on vertex 0, the documented tie rule
+    assert torch.isfinite((tree * weights).sum())
+
+
+def test_single_vertex_accepts_any_finite_weight():
+    assert cg.solvers.get("spanning_tree")(torch.tensor([[1e308]], dtype=torch.float64)).tolist() == [[0.0]]

@@ -60,7 +60,7 @@ def estimator_losses(solver: CountingSolver) -> dict[str, Callable]:
         "aimle symmetric (S=5)": hamming_through("aimle", samples=5, noise="gumbel", symmetric=True),
         "blackbox (lam=5)": hamming_through("blackbox", lam=5.0),
         "ste": hamming_through("ste"),
-        "perturbation + hamming (S=10)": hamming_through("perturbation", samples=10, sigma=0.5),
+        "perturbation + hamming (S=10)": hamming_through("perturbation", samples=10, noise_scale=0.5),
         "perturbation + fenchel_young": fenchel_young,
     }
 

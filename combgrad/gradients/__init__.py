@@ -6,7 +6,7 @@
 """
 
 from . import losses, noise
-from .base import Estimator, score_sign
+from .base import Estimator, EstimatorOptions, score_sign
 from .registry import get, names, options, register, unregister
 
 # Built-in estimators register themselves on import.
@@ -20,6 +20,7 @@ __all__ = [
     "AIMLE",
     "Blackbox",
     "Estimator",
+    "EstimatorOptions",
     "IMLE",
     "Perturbation",
     "STE",

@@ -13,26 +13,24 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .._checks import check_number
-from .base import Estimator, score_sign, solve_scores
+from .base import EstimatorOptions, Estimator, check_incoming_gradient, number, option, score_sign, solve_scores
 from .registry import register
 
 
-@dataclass(frozen=True)
-class BlackboxOptions:
-    """Validated options of :class:`Blackbox` (see there)."""
+@dataclasses.dataclass(frozen=True)
+class BlackboxOptions(EstimatorOptions):
+    """Validated options of :class:`Blackbox` (see there): the one place they are written."""
 
-    lam: float = 10.0
+    owner = "blackbox"
 
-    def __post_init__(self) -> None:
-        check_number("blackbox", "lam", self.lam, positive=True)
+    lam: float = option(10.0, number(positive=True))
 
 
 def blackbox_vjp(
@@ -59,6 +57,7 @@ class BlackboxFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        check_incoming_gradient("blackbox", dy)
         scores, solution = ctx.saved_tensors
         grad = blackbox_vjp(ctx.solver, scores, solution, dy, ctx.options.lam)
         return ctx.sign * grad, None, None
@@ -73,6 +72,7 @@ class Blackbox(Estimator):
 
     Raises:
         ValueError: If ``lam`` is not a positive finite number.
+        OptionError: On an unknown option (a TypeError and a ValueError).
 
     Example:
         >>> import torch, combgrad as cg
@@ -88,10 +88,7 @@ class Blackbox(Estimator):
     """
 
     name = "blackbox"
-
-    def __init__(self, *, lam: float = 10.0) -> None:
-        super().__init__()
-        self.options = BlackboxOptions(lam=lam)
+    Options = BlackboxOptions
 
     def forward(
         self, theta: torch.Tensor, solver: Solver, *, generator: torch.Generator | None = None

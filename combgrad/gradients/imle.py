@@ -1,16 +1,17 @@
 """``imle``: Implicit Maximum Likelihood Estimation (Niepert et al. 2021).
 
-In score space, with noise draws ``eps_i`` (``i = 1..S``), input temperature
-``tau`` and target temperature ``tau_t``:
+In score space, with noise draws ``eps_i`` (``i = 1..S``), input noise scale
+``tau`` (``noise_scale``) and target noise scale ``tau_t`` (``target_noise_scale``):
 
-- forward returns ``mean_i y*(s + tau eps_i)`` (perturb-and-MAP samples);
+- forward returns ``mean_i y*(s + tau eps_i)`` (perturb-and-MAP samples), or all
+  samples ``[S, *theta.shape]`` with ``reduce=False``;
 - backward builds the target ``s' = s - lam dy`` and returns
-  ``g = mean_i [y*(s + tau eps_i) - y*(s' + tau_t eps_i)]``, optionally divided by
-  ``lam`` (``scale=True``). The draws ``eps_i`` are the forward's own, and the
+  ``g = mean_i [y*(s + tau eps_i) - y*(s' + tau_t eps_i)]``, divided by ``lam``
+  with ``divide_by_lam=True``. The draws ``eps_i`` are the forward's own, and the
   forward's solutions are reused, so backward makes one batched solver call.
 
-With ``noise="none"`` and ``scale=True`` this is the blackbox estimator. The
-difference functions here are shared with AIMLE (:mod:`.aimle`).
+With ``noise="none"`` and ``divide_by_lam=True`` this is the blackbox estimator.
+The perturb-and-solve mechanics are shared with AIMLE in :mod:`.perturb_and_map`.
 
 References:
     M. Niepert, P. Minervini, L. Franceschi. Implicit MLE: Backpropagating Through
@@ -19,165 +20,35 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_positive_int
 from ..solvers.base import Solver
-from . import noise as noise_module
-from .._checks import check_bool, check_number
-from .base import Estimator, check_noise_options, draw_noise, noise_k, score_sign, solve_perturbed, solve_scores
+from .base import Estimator, check_incoming_gradient, number, option
+from .perturb_and_map import (
+    PerturbAndMAPOptions,
+    combine_samples,
+    perturb_and_solve,
+    sample_output,
+    target_difference,
+)
 from .registry import register
 
 
-def check_sampling_options(
-    owner: str,
-    samples: object,
-    noise: object,
-    k: object,
-    iterations: object,
-    temperature: object,
-    target_temperature: object,
-) -> None:
-    """Validate the perturb-and-MAP options that I-MLE and AIMLE share."""
-    check_positive_int(owner, "samples", samples)
-    check_noise_options(owner, noise, k, iterations, noise_module.NOISES)
-    check_number(owner, "temperature", temperature, nonnegative=True)
-    if target_temperature is not None:
-        check_number(owner, "target_temperature", target_temperature, nonnegative=True)
+@dataclasses.dataclass(frozen=True)
+class IMLEOptions(PerturbAndMAPOptions):
+    """Validated options of :class:`IMLE` (see there): the one place they are written."""
 
+    owner = "imle"
 
-@dataclass(frozen=True)
-class IMLEOptions:
-    """Validated options of :class:`IMLE` (see there)."""
-
-    samples: int = 1
-    noise: str = "sum_of_gamma"
-    k: int | None = None
-    iterations: int = 10
-    temperature: float = 1.0
-    target_temperature: float | None = None
-    lam: float = 10.0
-    scale: bool = False
-
-    def __post_init__(self) -> None:
-        check_sampling_options(
-            "imle",
-            self.samples,
-            self.noise,
-            self.k,
-            self.iterations,
-            self.temperature,
-            self.target_temperature,
-        )
-        check_number("imle", "lam", self.lam, positive=True)
-        check_bool("imle", "scale", self.scale)
-
-
-def input_draws(
-    theta: torch.Tensor,
-    solver: Solver,
-    *,
-    samples: int,
-    noise: str,
-    k: int | None,
-    iterations: int,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """The perturb-and-MAP draws ``eps [S, *theta.shape]``.
-
-    With ``noise="none"`` every sample would be the same solve, so one zero draw
-    stands for all of them (the mean, and every gradient, is unchanged).
-    """
-    if noise == "none":
-        samples = 1
-    return draw_noise(
-        noise, samples, theta, k=noise_k(k, solver), iterations=iterations, generator=generator
-    )
-
-
-def perturb_and_solve(
-    theta: torch.Tensor, solver: Solver, options: Any, generator: torch.Generator | None
-) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The forward shared by I-MLE and AIMLE: ``(sign, scores, draws, solutions)``.
-
-    ``scores = sign * theta`` in score space, ``draws [S, *theta.shape]`` and the
-    solutions ``[S, *theta.shape]`` of the perturbed scores, all from one batched
-    solver call. ``options`` carries the sampling fields (``samples``, ``noise``,
-    ``k``, ``iterations``, ``temperature``).
-    """
-    sign = score_sign(solver.sense)
-    scores = sign * theta.detach()
-    draws = input_draws(
-        theta,
-        solver,
-        samples=options.samples,
-        noise=options.noise,
-        k=options.k,
-        iterations=options.iterations,
-        generator=generator,
-    )
-    return sign, scores, draws, solve_perturbed(solver, scores, draws, options.temperature)
-
-
-def broadcast_instances(values: torch.Tensor | float, event_ndim: int) -> torch.Tensor | float:
-    """Reshape per-instance values ``[*batch]`` to broadcast over ``[*batch, *event]``."""
-    if isinstance(values, torch.Tensor):
-        return values.reshape(*values.shape, *([1] * event_ndim))
-    return values
-
-
-def target_difference(
-    solver: Solver,
-    scores: torch.Tensor,
-    dy: torch.Tensor,
-    draws: torch.Tensor,
-    solutions: torch.Tensor,
-    *,
-    lam: float | torch.Tensor,
-    target_temperature: float,
-) -> torch.Tensor:
-    """``mean_i [y_i - y*(s - lam dy + tau_t eps_i)]``: the I-MLE difference, in one solver call.
-
-    Args:
-        scores: ``s [*batch, *event]``.
-        dy: ``[*batch, *event]``.
-        draws: ``eps [S, *batch, *event]``.
-        solutions: The forward's ``y_i [S, *batch, *event]``.
-        lam: A float or per-instance ``[*batch]`` tensor.
-
-    Returns:
-        ``[*batch, *event]``, unscaled (not divided by lam).
-    """
-    lam = broadcast_instances(lam, solver.event_ndim)
-    targets = solve_perturbed(solver, scores - lam * dy, draws, target_temperature)
-    return (solutions - targets).mean(0)
-
-
-def central_difference(
-    solver: Solver,
-    scores: torch.Tensor,
-    dy: torch.Tensor,
-    draws: torch.Tensor,
-    *,
-    lam: float | torch.Tensor,
-    target_temperature: float,
-) -> torch.Tensor:
-    """``mean_i [y*(s + lam dy + tau_t eps_i) - y*(s - lam dy + tau_t eps_i)] / 2``, both sides in one call.
-
-    Shapes as in :func:`target_difference`; returns ``[*batch, *event]``, unscaled.
-    """
-    lam = broadcast_instances(lam, solver.event_ndim)
-    sides = torch.stack([scores + lam * dy, scores - lam * dy]).unsqueeze(1)  # [2, 1, *shape]
-    both = solve_scores(solver, sides + target_temperature * draws)  # [2, S, *shape]
-    return (both[0] - both[1]).mean(0) / 2
+    lam: float = option(10.0, number(positive=True))
 
 
 class IMLEFunction(torch.autograd.Function):
-    """Autograd function of :class:`IMLE`: ``(theta, solver, options, generator) -> y``."""
+    """Autograd function of :class:`IMLE`: ``(theta, solver, options, generator, sample) -> y``."""
 
     @staticmethod
     def forward(
@@ -186,54 +57,76 @@ class IMLEFunction(torch.autograd.Function):
         solver: Solver,
         options: IMLEOptions,
         generator: torch.Generator | None,
+        sample: bool,
     ) -> torch.Tensor:
-        sign, scores, draws, solutions = perturb_and_solve(theta, solver, options, generator)
+        sign, scores, draws, solutions = perturb_and_solve(theta, solver, options, generator, sample=sample)
         ctx.save_for_backward(scores, draws, solutions)
         ctx.sign = sign
         ctx.solver = solver
         ctx.options = options
-        return solutions.mean(0)
+        return sample_output(solutions, options)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        check_incoming_gradient("imle", dy)
         scores, draws, solutions = ctx.saved_tensors
         options = ctx.options
-        target_temperature = (
-            options.temperature if options.target_temperature is None else options.target_temperature
+        per_sample = target_difference(
+            ctx.solver, scores, dy, draws, solutions, lam=options.lam, target_noise_scale=options.target_scale
         )
-        grad = target_difference(
-            ctx.solver, scores, dy, draws, solutions, lam=options.lam, target_temperature=target_temperature
-        )
-        if options.scale:
+        grad = combine_samples(per_sample, options.reduce)
+        if options.divide_by_lam:
             grad = grad / options.lam
-        return ctx.sign * grad, None, None, None
+        return ctx.sign * grad, None, None, None, None
 
 
 class IMLE(Estimator):
     """I-MLE (Niepert et al. 2021): perturb-and-MAP forward, target-distribution backward.
 
-    Forward returns ``mean_i y*(s + temperature * eps_i)`` (exact solutions when
-    ``samples=1``); backward returns
-    ``mean_i [y*(s + temperature eps_i) - y*(s - lam dy + target_temperature eps_i)]``
-    in score space (times -1 for a "min" solver), divided by ``lam`` if ``scale``.
-    Backward reuses the forward's draws and solutions and calls the solver once,
-    on all samples together.
+    Forward returns ``mean_i y*(s + noise_scale * eps_i)`` (exact solutions when
+    ``samples=1`` and ``noise="none"``); backward returns
+    ``mean_i [y*(s + noise_scale eps_i) - y*(s - lam dy + target_noise_scale eps_i)]``
+    in score space (times -1 for a "min" solver), divided by ``lam`` if
+    ``divide_by_lam``. Backward reuses the forward's draws and solutions and
+    calls the solver once, on all samples together.
+
+    With ``samples > 1`` and ``reduce=True`` the layer outputs the mean ``ybar``
+    of the samples, so a loss ``L`` is differentiated at ``L(ybar)``, not as
+    ``mean_i L(y_i)``. ``reduce=False`` returns the samples ``[S, *theta.shape]``
+    (as torch-imle does), so that the loss can be taken per sample: each sample
+    then gets its own target ``s - lam dy_i`` and theta's gradient is the sum of
+    the per-sample gradients (autograd's rule for S outputs of one input; with
+    ``loss = mean_i L(y_i)`` the ``1/S`` is in ``dy_i``).
+
+    In eval mode (``layer.eval()``) forward returns the exact solution
+    ``y*(theta)``, deterministic like dropout, and backward is noise-free;
+    ``sample_in_eval=True`` keeps sampling.
 
     Args:
         samples: Number of perturbed solves ``S >= 1``.
         noise: ``"sum_of_gamma"`` (default), ``"gumbel"``, ``"normal"`` or ``"none"``.
+        noise_scale: Input noise scale ``tau >= 0`` (default 1; the paper's
+            temperature, old name ``temperature``).
+        reduce: Return the mean of the samples (default True); False returns
+            all of them, ``[S, *theta.shape]``.
+        sample_in_eval: Keep drawing noise in eval mode (default False: eval
+            returns the exact solution).
         k: Sum-of-gamma shape (draws per Gumbel); default None takes the solver's
             ``k`` attribute if it has one (top-k), else 1.
         iterations: Sum-of-gamma terms, ``>= 1`` (default 10).
-        temperature: Input noise scale ``>= 0``.
-        target_temperature: Target noise scale ``>= 0``; default the same as
-            ``temperature``.
+        target_noise_scale: Target noise scale ``tau_t >= 0``; default None uses
+            ``noise_scale`` (old name ``target_temperature``).
+        divide_by_lam: Divide the gradient by ``lam`` (default False, as in the
+            paper; old name ``scale``).
         lam: Target step ``> 0`` (default 10).
-        scale: Divide the gradient by ``lam`` (default False, as in the paper).
+        temperature: Deprecated name of ``noise_scale`` (warns).
+        target_temperature: Deprecated name of ``target_noise_scale`` (warns).
+        scale: Deprecated name of ``divide_by_lam`` (warns).
 
     Raises:
         ValueError: On invalid options, naming the argument.
+        OptionError: On an unknown option (a TypeError and a ValueError).
 
     Example:
         >>> import torch, combgrad as cg
@@ -247,40 +140,18 @@ class IMLE(Estimator):
     References:
         M. Niepert, P. Minervini, L. Franceschi. Implicit MLE: Backpropagating
         Through Discrete Exponential Family Distributions. NeurIPS 2021.
+        torch-imle (github.com/uclnlp/torch-imle), which returns all samples.
     """
 
     name = "imle"
-
-    def __init__(
-        self,
-        *,
-        samples: int = 1,
-        noise: str = "sum_of_gamma",
-        k: int | None = None,
-        iterations: int = 10,
-        temperature: float = 1.0,
-        target_temperature: float | None = None,
-        lam: float = 10.0,
-        scale: bool = False,
-    ) -> None:
-        super().__init__()
-        self.options = IMLEOptions(
-            samples=samples,
-            noise=noise,
-            k=k,
-            iterations=iterations,
-            temperature=temperature,
-            target_temperature=target_temperature,
-            lam=lam,
-            scale=scale,
-        )
+    Options = IMLEOptions
 
     def forward(
         self, theta: torch.Tensor, solver: Solver, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Mean perturbed solution ``y [*, *event]`` of ``theta [*, *event]``."""
+        """Mean perturbed solution ``y [*, *event]`` of ``theta [*, *event]`` (``[S, *, *event]`` unreduced)."""
         self.check_input(theta, solver)
-        return IMLEFunction.apply(theta, solver, self.options, generator)
+        return IMLEFunction.apply(theta, solver, self.options, generator, self.sampling())
 
 
 register("imle", IMLE)

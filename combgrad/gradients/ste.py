@@ -12,20 +12,22 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, score_sign, solve_scores
+from .base import Estimator, EstimatorOptions, check_incoming_gradient, score_sign, solve_scores
 from .registry import register
 
 
-@dataclass(frozen=True)
-class STEOptions:
+@dataclasses.dataclass(frozen=True)
+class STEOptions(EstimatorOptions):
     """Options of :class:`STE` (it has none)."""
+
+    owner = "ste"
 
 
 class STEFunction(torch.autograd.Function):
@@ -40,7 +42,7 @@ class STEFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        return ctx.sign * dy, None
+        return ctx.sign * check_incoming_gradient("ste", dy), None
 
 
 class STE(Estimator):
@@ -57,10 +59,7 @@ class STE(Estimator):
     """
 
     name = "ste"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.options = STEOptions()
+    Options = STEOptions
 
     def forward(
         self, theta: torch.Tensor, solver: Solver, *, generator: torch.Generator | None = None

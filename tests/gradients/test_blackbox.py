@@ -39,8 +39,8 @@ def test_equals_noiseless_imle_divided_by_lam(solver_name, seed):
     grads = []
     for estimator in (
         cg.gradients.get("blackbox", lam=2.0),
-        cg.gradients.get("imle", noise="none", lam=2.0, scale=True),
-        cg.gradients.get("imle", noise="none", lam=2.0, scale=False),
+        cg.gradients.get("imle", noise="none", lam=2.0, divide_by_lam=True),
+        cg.gradients.get("imle", noise="none", lam=2.0, divide_by_lam=False),
     ):
         leaf = theta.clone().requires_grad_()
         y = estimator(leaf, solver)
@@ -55,3 +55,11 @@ def test_equals_noiseless_imle_divided_by_lam(solver_name, seed):
 def test_bad_lam(lam):
     with pytest.raises(ValueError, match="blackbox: lam must be a finite number > 0"):
         cg.gradients.get("blackbox", lam=lam)
+
+
+def test_nonfinite_incoming_gradient_names_blackbox():
+    """Guards issue 8 (smaller defects): it used to say 'shortest_path: theta must be finite'."""
+    w = torch.rand(1, 4, 4, requires_grad=True)
+    y = cg.gradients.get("blackbox")(w, cg.solvers.get("shortest_path"))
+    with pytest.raises(ValueError, match="blackbox: the gradient flowing back into the layer's output is NaN or inf"):
+        y.backward(torch.full_like(y, float("nan")))

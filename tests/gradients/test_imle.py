@@ -40,32 +40,32 @@ def gradient(estimator, solver, theta, dy, generator=None):
 @pytest.mark.parametrize("solver_name", ["topk", "shortest_path"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("lam", [0.5, 3.0])
-@pytest.mark.parametrize("scale", [False, True])
-def test_noiseless_imle_is_the_target_difference(solver_name, seed, lam, scale):
+@pytest.mark.parametrize("divide_by_lam", [False, True])
+def test_noiseless_imle_is_the_target_difference(solver_name, seed, lam, divide_by_lam):
     solver, theta, dy = random_problem(solver_name, seed)
-    estimator = cg.gradients.get("imle", noise="none", lam=lam, scale=scale, samples=3)
+    estimator = cg.gradients.get("imle", noise="none", lam=lam, divide_by_lam=divide_by_lam, samples=3)
     y, grad = gradient(estimator, solver, theta, dy)
     sign = 1 if solver.sense == "max" else -1
     s = sign * theta
     assert torch.equal(y, solver(theta))
     expected = score_solution(solver, s) - score_solution(solver, s - lam * dy)
-    if scale:
+    if divide_by_lam:
         expected = expected / lam
     assert torch.equal(grad, sign * expected)
     assert grad.abs().sum() > 0  # lam and dy are large enough to change some solutions
 
 
 @pytest.mark.parametrize("noise_name", ["gumbel", "normal", "sum_of_gamma"])
-@pytest.mark.parametrize("target_temperature", [None, 0.0, 2.0])
-def test_backward_reuses_the_forward_draws(noise_name, target_temperature):
+@pytest.mark.parametrize("target_noise_scale", [None, 0.0, 2.0])
+def test_backward_reuses_the_forward_draws(noise_name, target_noise_scale):
     solver, theta, dy = random_problem("topk", 5)
-    samples, temperature, lam = 6, 0.7, 2.0
+    samples, noise_scale, lam = 6, 0.7, 2.0
     estimator = cg.gradients.get(
         "imle",
         samples=samples,
         noise=noise_name,
-        temperature=temperature,
-        target_temperature=target_temperature,
+        noise_scale=noise_scale,
+        target_noise_scale=target_noise_scale,
         lam=lam,
     )
     y, grad = gradient(estimator, solver, theta, dy, generator=torch.Generator().manual_seed(11))
@@ -73,8 +73,8 @@ def test_backward_reuses_the_forward_draws(noise_name, target_temperature):
     eps = noise.sample(
         noise_name, (samples, *theta.shape), k=3, dtype=theta.dtype, generator=torch.Generator().manual_seed(11)
     )
-    tau_t = temperature if target_temperature is None else target_temperature
-    inputs = solver(theta + temperature * eps)
+    tau_t = noise_scale if target_noise_scale is None else target_noise_scale
+    inputs = solver(theta + noise_scale * eps)
     targets = solver(theta - lam * dy + tau_t * eps)
     assert torch.equal(y, inputs.mean(0))
     assert torch.allclose(grad, (inputs - targets).mean(0), atol=1e-12)
@@ -141,10 +141,11 @@ def test_float32_and_batch_shapes():
         ),
         ({"k": 0}, "imle: k must be an integer >= 1, got 0"),
         ({"iterations": 0}, "imle: iterations must be an integer >= 1, got 0"),
-        ({"temperature": -0.1}, "imle: temperature must be a finite number >= 0, got -0.1"),
-        ({"target_temperature": float("nan")}, "imle: target_temperature must be a finite number >= 0, got nan"),
+        ({"noise_scale": -0.1}, "imle: noise_scale must be a finite number >= 0, got -0.1"),
+        ({"target_noise_scale": float("nan")}, "imle: target_noise_scale must be a finite number >= 0, got nan"),
         ({"lam": 0.0}, "imle: lam must be a finite number > 0, got 0.0"),
-        ({"scale": None}, "imle: scale must be True or False, got None"),
+        ({"divide_by_lam": None}, "imle: divide_by_lam must be True or False, got None"),
+        ({"sample_in_eval": "no"}, "imle: sample_in_eval must be True or False, got 'no'"),
     ],
 )
 def test_bad_options(options, match):
@@ -152,3 +153,101 @@ def test_bad_options(options, match):
         cg.gradients.get("imle", **options)
     with pytest.raises(TypeError, match="estimator 'imle': unknown option 'sigma'; accepted options: "):
         cg.gradients.get("imle", sigma=1.0)
+
+
+def test_deprecated_names_keep_their_meaning():
+    """Guards issue 9 item 7: temperature -> noise_scale, target_temperature -> target_noise_scale, scale -> divide_by_lam."""
+    solver, theta, dy = random_problem("topk", 12)
+    with pytest.warns(DeprecationWarning) as caught:
+        old = cg.gradients.get("imle", samples=3, noise="gumbel", temperature=0.4, target_temperature=0.2, scale=True)
+    assert {str(warning.message).split("'")[1] for warning in caught} == {"temperature", "target_temperature", "scale"}
+    new = cg.gradients.get("imle", samples=3, noise="gumbel", noise_scale=0.4, target_noise_scale=0.2, divide_by_lam=True)
+    assert old.options == new.options
+    first = gradient(old, solver, theta, dy, generator=torch.Generator().manual_seed(0))
+    second = gradient(new, solver, theta, dy, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first[1], second[1])
+    with pytest.raises(cg.errors.OptionError, match="'scale' is the old name of 'divide_by_lam'"):
+        cg.gradients.IMLE(scale=True, divide_by_lam=True)
+
+
+def test_one_option_set_sweeps_across_perturbation_based_estimators():
+    """Guards issue 9 item 7: samples, noise and noise_scale mean the same in perturbation, imle and aimle."""
+    sweep = {"samples": 3, "noise": "normal", "noise_scale": 0.5}
+    theta = torch.randn(2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    solver = cg.solvers.get("argmax")
+    outputs = []
+    for name in ("perturbation", "imle", "aimle"):
+        estimator = cg.gradients.get(name, **sweep)
+        assert (estimator.options.samples, estimator.options.noise, estimator.options.noise_scale) == (3, "normal", 0.5)
+        outputs.append(estimator(theta, solver, generator=torch.Generator().manual_seed(1)))
+    # Same draws, same scale: the same perturbed mean from all three.
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[1], outputs[2])
+
+
+@pytest.mark.parametrize("divide_by_lam", [False, True])
+def test_reduce_false_returns_samples_with_one_target_each(divide_by_lam):
+    """Guards issue 8 item 10: [S, *theta.shape] out; theta's gradient sums the per-sample I-MLE gradients."""
+    solver, theta, _ = random_problem("topk", 13, batch=3)
+    samples, lam = 5, 2.0
+    dy = torch.randn(samples, *theta.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    estimator = cg.gradients.get(
+        "imle", samples=samples, noise="gumbel", lam=lam, reduce=False, divide_by_lam=divide_by_lam
+    )
+    y, grad = gradient(estimator, solver, theta, dy, generator=torch.Generator().manual_seed(2))
+    eps = noise.sample("gumbel", (samples, *theta.shape), dtype=theta.dtype, generator=torch.Generator().manual_seed(2))
+    inputs = solver(theta + eps)
+    assert y.shape == (samples, *theta.shape) and torch.equal(y, inputs)
+    expected = (inputs - solver(theta - lam * dy + eps)).sum(0) / (lam if divide_by_lam else 1.0)
+    assert torch.allclose(grad, expected, atol=1e-12) and grad.abs().sum() > 0
+
+
+def test_reduce_false_mean_loss_differs_from_the_loss_of_the_mean():
+    """mean_i L(y_i) (reduce=False) and L(mean_i y_i) (reduce=True) are different objectives.
+
+    With the same draws, taking y.mean(0) of the unreduced output is the reduced
+    estimator with lam / S (the 1/S of the mean is in each dy_i), times S.
+    """
+    solver, theta, dy = random_problem("shortest_path", 14, batch=2)
+    samples = 4
+    unreduced = cg.gradients.get("imle", samples=samples, noise="gumbel", lam=8.0, reduce=False)
+    leaf = theta.clone().requires_grad_()
+    y = unreduced(leaf, solver, generator=torch.Generator().manual_seed(3))
+    (via_mean,) = torch.autograd.grad(y.mean(0), leaf, dy)
+    reduced = cg.gradients.get("imle", samples=samples, noise="gumbel", lam=8.0 / samples)
+    _, expected = gradient(reduced, solver, theta, dy, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(via_mean, samples * expected, atol=1e-12) and via_mean.abs().sum() > 0
+    # A loss that is not linear in y: the two objectives then differ beyond the scaling.
+    target = solver(theta.flip(-1))
+    leaf = theta.clone().requires_grad_()
+    per_sample = unreduced(leaf, solver, generator=torch.Generator().manual_seed(3))
+    mean_of_losses = ((per_sample - target) ** 2).sum((-2, -1)).mean(0).sum()
+    (grad_mean_of_losses,) = torch.autograd.grad(mean_of_losses, leaf)
+    leaf = theta.clone().requires_grad_()
+    mean = cg.gradients.get("imle", samples=samples, noise="gumbel", lam=8.0)(leaf, solver, generator=torch.Generator().manual_seed(3))
+    (grad_loss_of_mean,) = torch.autograd.grad(((mean - target) ** 2).sum(), leaf)
+    assert not torch.allclose(grad_mean_of_losses, grad_loss_of_mean)
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_eval_mode_returns_the_exact_solution(counting, reduce):
+    """Guards issue 8 item 13: eval() is deterministic (like dropout); sample_in_eval=True keeps sampling."""
+    solver = counting(cg.solvers.get("topk", k=2))
+    theta = torch.randn(3, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    exact = cg.solvers.get("topk", k=2)(theta.detach())
+    layer = cg.DifferentiableSolver(solver, cg.gradients.get("imle", samples=6, reduce=reduce)).eval()
+    y = layer(theta)
+    assert torch.equal(y, exact if reduce else exact.expand(6, 3, 7))
+    assert solver.calls == [(3, 7)]  # one noise-free solve, not six samples
+    y.backward(torch.randn_like(y))  # noise-free backward: the target difference
+    assert theta.grad is not None and bool(torch.isfinite(theta.grad).all())
+    sampling = cg.DifferentiableSolver(solver, cg.gradients.get("imle", samples=6, sample_in_eval=True)).eval()
+    assert not torch.equal(sampling(theta, generator=torch.Generator().manual_seed(1)), exact)
+    assert not torch.equal(layer.train()(theta, generator=torch.Generator().manual_seed(1)), exact)
+
+
+def test_nonfinite_incoming_gradient_names_the_estimator_not_the_solver():
+    """Guards issue 8 (smaller defects): it used to say 'shortest_path: theta must be finite'."""
+    solver, theta, dy = random_problem("shortest_path", 15)
+    dy[1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match="imle: the gradient flowing back into the layer's output is NaN or inf; check the loss"):
+        gradient(cg.gradients.get("imle"), solver, theta, dy)

@@ -46,7 +46,7 @@ def test_gumbel_perturbed_argmax_is_softmax_with_softmax_jacobian(solver_name):
     sigma, samples, seed = 0.5, 100_000, 0
     theta = torch.tensor(SEED_THETA, dtype=torch.float64, requires_grad=True)
     solver = cg.solvers.get("topk", k=1) if solver_name == "topk" else cg.solvers.get("argmax")
-    estimator = cg.gradients.get("perturbation", samples=samples, sigma=sigma, noise="gumbel")
+    estimator = cg.gradients.get("perturbation", samples=samples, noise_scale=sigma, noise="gumbel")
     y = estimator(theta, solver, generator=torch.Generator().manual_seed(seed))
     softmax = torch.softmax(theta.detach() / sigma, -1)
     # The seeds' reference values.
@@ -68,7 +68,7 @@ def test_gumbel_perturbed_argmax_is_softmax_with_softmax_jacobian(solver_name):
 def test_normal_perturbed_two_way_argmax_is_a_probit():
     sigma, samples, seed = 0.7, 100_000, 1
     theta = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
-    estimator = cg.gradients.get("perturbation", samples=samples, sigma=sigma, noise="normal")
+    estimator = cg.gradients.get("perturbation", samples=samples, noise_scale=sigma, noise="normal")
     y = estimator(theta, cg.solvers.get("argmax"), generator=torch.Generator().manual_seed(seed))
     d = (theta[0] - theta[1]).item() / (sigma * math.sqrt(2))
     p0 = 0.5 * (1 + math.erf(d / math.sqrt(2)))
@@ -84,7 +84,7 @@ def test_normal_perturbed_two_way_argmax_is_a_probit():
 def test_min_solver_works_in_score_space(argmin):
     sigma, samples, seed = 0.5, 100_000, 2
     theta = torch.tensor(SEED_THETA, dtype=torch.float64, requires_grad=True)
-    estimator = cg.gradients.get("perturbation", samples=samples, sigma=sigma)
+    estimator = cg.gradients.get("perturbation", samples=samples, noise_scale=sigma, noise="gumbel")
     y = estimator(theta, argmin, generator=torch.Generator().manual_seed(seed))
     softmin = torch.softmax(-theta.detach() / sigma, -1)
     assert bool(((y.detach() - softmin).abs() <= 5 * torch.sqrt(softmin * (1 - softmin) / samples) + 1e-12).all())
@@ -104,7 +104,9 @@ def test_variance_reduction_keeps_the_mean_and_lowers_the_variance():
     expected = dy @ softmax_jacobian(theta.detach(), 0.5)
     gradients = {}
     for reduce in (False, True):
-        estimator = cg.gradients.get("perturbation", samples=200, sigma=0.5, variance_reduction=reduce)
+        estimator = cg.gradients.get(
+            "perturbation", samples=200, noise_scale=0.5, noise="gumbel", variance_reduction=reduce
+        )
         runs = []
         for seed in range(60):
             y = estimator(theta, cg.solvers.get("argmax"), generator=torch.Generator().manual_seed(seed))
@@ -151,9 +153,11 @@ def test_reproducible_under_manual_seed_and_generator():
     [
         ({"samples": 0}, "perturbation: samples must be an integer >= 1, got 0"),
         ({"samples": 2.5}, "perturbation: samples must be an integer >= 1, got 2.5"),
-        ({"sigma": 0.0}, "perturbation: sigma must be a finite number > 0, got 0.0"),
-        ({"sigma": -1.0}, "perturbation: sigma must be a finite number > 0, got -1.0"),
-        ({"sigma": float("inf")}, "perturbation: sigma must be a finite number > 0, got inf"),
+        ({"noise_scale": 0.0}, "perturbation: noise_scale must be a finite number > 0, got 0.0"),
+        ({"noise_scale": -1.0}, "perturbation: noise_scale must be a finite number > 0, got -1.0"),
+        ({"noise_scale": float("inf")}, "perturbation: noise_scale must be a finite number > 0, got inf"),
+        ({"reduce": "no"}, "perturbation: reduce must be True or False, got 'no'"),
+        ({"sample_in_eval": None}, "perturbation: sample_in_eval must be True or False, got None"),
         ({"noise": "sum_of_gamma"}, "perturbation: noise must be one of \\['gumbel', 'normal'\\], got 'sum_of_gamma'"),
         ({"noise": "cauchy"}, "perturbation: noise must be one of .* got 'cauchy'"),
         ({"variance_reduction": True, "samples": 1}, "variance_reduction=True needs samples >= 2"),
@@ -166,7 +170,87 @@ def test_bad_options(options, match):
 
 
 def test_options_are_frozen():
-    estimator = cg.gradients.get("perturbation", sigma=0.3)
+    estimator = cg.gradients.get("perturbation", noise_scale=0.3)
     with pytest.raises(AttributeError):
-        estimator.options.sigma = 1.0
-    assert estimator.options.sigma == 0.3
+        estimator.options.noise_scale = 1.0
+    assert estimator.options.noise_scale == 0.3
+
+
+def test_default_noise_is_the_centred_normal():
+    """Guards issue 8 item 8: standard Gumbel noise (mean 0.5772) biased "min" solvers toward longer paths."""
+    estimator = cg.gradients.get("perturbation")
+    assert estimator.options.noise == "normal"
+    theta = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    y = estimator(theta, cg.solvers.get("argmax"), generator=torch.Generator().manual_seed(1))
+    draws = noise.normal((10, 3, 6), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(y, cg.solvers.get("argmax")(theta + draws).mean(0))
+
+
+def test_sigma_is_a_deprecated_alias_of_noise_scale():
+    """Guards issue 9 item 7: one name, noise_scale, with the old one warning."""
+    with pytest.warns(DeprecationWarning, match="perturbation: option 'sigma' is deprecated, use 'noise_scale'"):
+        estimator = cg.gradients.get("perturbation", sigma=0.3)
+    assert estimator.options.noise_scale == 0.3
+    with pytest.warns(DeprecationWarning, match="'sigma' is deprecated"):
+        assert cg.gradients.Perturbation(sigma=0.4).options.noise_scale == 0.4
+    with pytest.raises(cg.errors.OptionError, match="'sigma' is the old name of 'noise_scale'; pass only 'noise_scale'"):
+        cg.gradients.get("perturbation", sigma=0.3, noise_scale=0.3)
+
+
+def test_reduce_false_returns_the_samples_and_their_mean_is_the_reduced_estimator():
+    """Guards issue 8 item 10: ``reduce=False`` gives [S, *theta.shape]; y.mean(0) is exactly reduce=True."""
+    theta = torch.tensor([SEED_THETA, SEED_THETA[::-1]], dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(2, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    solver = cg.solvers.get("topk", k=2)
+    grads = {}
+    for reduce in (True, False):
+        for variance_reduction in (False, True):
+            estimator = cg.gradients.get(
+                "perturbation", samples=6, reduce=reduce, variance_reduction=variance_reduction
+            )
+            y = estimator(theta, solver, generator=torch.Generator().manual_seed(3))
+            if not reduce:
+                assert y.shape == (6, 2, 5)
+                assert bool(((y == 0) | (y == 1)).all()) and torch.equal(y.sum(-1), torch.full((6, 2), 2.0))
+                y = y.mean(0)
+            grads[reduce, variance_reduction] = torch.autograd.grad(y, theta, dy)[0]
+    for variance_reduction in (False, True):
+        assert torch.allclose(grads[False, variance_reduction], grads[True, variance_reduction], atol=1e-12)
+        assert grads[True, variance_reduction].abs().sum() > 0
+
+
+def test_reduce_false_gradient_of_the_mean_per_sample_loss():
+    """mean_i L(y_i) with one incoming gradient per sample: 1/sigma sum_i <y_i, dy_i> grad_nu(Z_i)."""
+    theta = torch.tensor(SEED_THETA, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    estimator = cg.gradients.get("perturbation", samples=4, noise_scale=0.7, reduce=False)
+    y = estimator(theta, cg.solvers.get("argmax"), generator=torch.Generator().manual_seed(4))
+    loss = ((y - target) ** 2).sum(-1).mean()  # mean over samples of a per-sample loss
+    (grad,) = torch.autograd.grad(loss, theta)
+    z = noise.normal((4, 5), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    dy = 2 * (y.detach() - target) / 4
+    expected = ((y.detach() * dy).sum(-1, keepdim=True) * z).sum(0) / 0.7
+    assert torch.allclose(grad, expected, atol=1e-12) and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_eval_mode_returns_the_exact_solution(reduce):
+    """Guards issue 8 item 13: eval() is deterministic like dropout; sample_in_eval=True samples."""
+    theta = torch.randn(3, 6, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    exact = cg.solvers.get("topk", k=2)(theta.detach())
+    layer = cg.DifferentiableSolver("topk", estimator="perturbation", k=2, samples=5, reduce=reduce).eval()
+    y = layer(theta)
+    assert torch.equal(y, exact if reduce else exact.expand(5, 3, 6))
+    (grad,) = torch.autograd.grad(y.sum(), theta)
+    assert torch.equal(grad, torch.zeros_like(grad))  # the derivative of the exact, piecewise-constant y*
+    sampling = cg.DifferentiableSolver("topk", estimator="perturbation", k=2, samples=5, sample_in_eval=True).eval()
+    assert not torch.equal(sampling(theta, generator=torch.Generator().manual_seed(0)), exact)
+    assert not torch.equal(layer.train()(theta, generator=torch.Generator().manual_seed(0)), exact)
+
+
+def test_nonfinite_incoming_gradient_is_named():
+    """Guards issue 8 (smaller defects): a NaN loss gradient names the estimator and the loss."""
+    theta = torch.randn(2, 4, requires_grad=True)
+    y = cg.gradients.get("perturbation")(theta, cg.solvers.get("argmax"))
+    with pytest.raises(ValueError, match="perturbation: the gradient flowing back into the layer's output is NaN or inf; check the loss"):
+        y.backward(torch.full_like(y, float("inf")))

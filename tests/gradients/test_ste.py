@@ -38,3 +38,11 @@ def test_negated_identity_for_a_min_solver(seed):
 def test_no_options():
     with pytest.raises(TypeError, match="estimator 'ste': unknown option 'lam'; accepted options: none"):
         cg.gradients.get("ste", lam=1.0)
+
+
+def test_nonfinite_incoming_gradient_is_refused_not_passed_through():
+    """Guards issue 8 (smaller defects): STE would silently pass a NaN loss gradient to the model."""
+    theta = torch.randn(2, 5, requires_grad=True)
+    y = cg.gradients.get("ste")(theta, cg.solvers.get("topk", k=2))
+    with pytest.raises(ValueError, match="ste: the gradient flowing back into the layer's output is NaN or inf; check the loss"):
+        y.backward(torch.full_like(y, float("nan")))

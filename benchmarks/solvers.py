@@ -9,6 +9,10 @@ batch (``--reference-instances``) and reported per instance.
 Usage:
     python benchmarks/solvers.py                 # the full table (a few minutes)
     python benchmarks/solvers.py --batch 64      # a quick look
+    python benchmarks/solvers.py --only shortest_path spanning_tree   # some rows
+
+The header line says how many threads the numba solvers may use and how many
+tasks were running on the machine when the run started (1 = quiet).
 """
 
 from __future__ import annotations
@@ -187,21 +191,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference-instances", type=int, default=64)
     parser.add_argument("--ilp-instances", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--only", nargs="+", default=None, help="solver names of the rows to run")
     args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, numba threads: {__import__('numba').get_num_threads()}, "
-          f"batch {args.batch}, medians of {args.repeats}")
+    from combgrad.solvers import parallel
+
+    print(f"torch {torch.__version__}, combgrad solver threads: {cg.solvers.get_num_threads()}, "
+          f"running tasks at start: {parallel._running_tasks()}, batch {args.batch}, medians of {args.repeats}")
 
     reference_instances = min(args.reference_instances, args.batch)
-    rows = [
-        bench_shortest_path(args.batch, reference_instances, args.repeats, 12),
-        bench_shortest_path(args.batch, reference_instances, args.repeats, 30),
-        bench_spanning_tree(args.batch, reference_instances, args.repeats),
-        bench_topk(args.batch, args.repeats, 100, 10),
-        bench_topk(args.batch, args.repeats, 1000, 50),
-        bench_assignment(args.batch, reference_instances, args.repeats),
-        bench_knapsack(args.batch, reference_instances, args.repeats),
-        *bench_ilp(args.ilp_instances, max(3, args.repeats // 2)),
+    benches = [
+        ("shortest_path", lambda: [bench_shortest_path(args.batch, reference_instances, args.repeats, 12),
+                                   bench_shortest_path(args.batch, reference_instances, args.repeats, 30)]),
+        ("spanning_tree", lambda: [bench_spanning_tree(args.batch, reference_instances, args.repeats)]),
+        ("topk", lambda: [bench_topk(args.batch, args.repeats, 100, 10), bench_topk(args.batch, args.repeats, 1000, 50)]),
+        ("assignment", lambda: [bench_assignment(args.batch, reference_instances, args.repeats)]),
+        ("knapsack", lambda: [bench_knapsack(args.batch, reference_instances, args.repeats)]),
+        ("ilp", lambda: bench_ilp(args.ilp_instances, max(3, args.repeats // 2))),
     ]
+    rows = [row for name, bench in benches if args.only is None or name in args.only for row in bench()]
     print()
     print("| solver | instances | reference | combgrad µs/inst | reference µs/inst | speed-up | target |")
     print("|---|---|---|---:|---:|---:|---|")

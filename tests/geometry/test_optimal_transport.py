@@ -289,8 +289,9 @@ def test_power_cost(p):
 
 def test_stops_at_max_iter_and_reports_error():
     a, b, C = (torch.tensor(t) for t in random_problem(30, 30, 12))
-    out = cg.geometry.sinkhorn(a, b, C, 0.005, max_iter=3, tol=1e-12)
-    assert out.iterations == 3 and out.error.item() > 1e-12
+    with pytest.warns(cg.ConvergenceWarning, match="max_iter=3"):
+        out = cg.geometry.sinkhorn(a, b, C, 0.005, max_iter=3, tol=1e-12)
+    assert out.iterations == 3 and not bool(out.converged) and out.error.item() > 1e-12
     # the reported error is the actual marginal error of the returned plan
     actual = max((out.plan.sum(-1) - a).abs().sum().item(), (out.plan.sum(-2) - b).abs().sum().item())
     assert out.error.item() == pytest.approx(actual, rel=1e-6)
@@ -326,6 +327,7 @@ def allocation_peak(fn) -> tuple[int, int]:
     return peak, peak_alive
 
 
+@pytest.mark.filterwarnings("ignore::combgrad.ConvergenceWarning")  # 20 iterations, on purpose
 def test_peak_memory_is_at_most_three_cost_matrices():
     B, N, M = 8, 200, 150
     x = torch.rand(B, N, 2, requires_grad=True)
@@ -407,7 +409,7 @@ def test_bad_cost_and_options():
         cg.geometry.sinkhorn(None, None, torch.rand(2, 2), 0.1, max_iter=0)
     with pytest.raises(ValueError, match="tol must be a finite number > 0"):
         cg.geometry.sinkhorn(None, None, torch.rand(2, 2), 0.1, tol=0.0)
-    with pytest.raises(ValueError, match=r"eps_scaling must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"eps_scaling must be a finite number > 0 and < 1"):
         cg.geometry.sinkhorn(None, None, torch.rand(2, 2), 0.1, eps_scaling=1.0)
     with pytest.raises(ValueError, match="reduction must be one of"):
         cg.geometry.SinkhornDistance(reduction="max")
@@ -426,3 +428,166 @@ def test_positional_arguments_follow_the_seed_signature():
     y = torch.tensor([[float(i), 1.0] for i in range(5)])
     dist, _, _ = cg.geometry.SinkhornDistance(1.0, 100, None)(x, y)
     assert dist.item() == pytest.approx(1.408, abs=1e-3)
+
+
+# --- hardening (issue 8 item 1): an honest error, low precision, NaN, B = 0, strides ---
+
+
+def marginal_error_float64(plan: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None):
+    """The L1 marginal error of ``plan [*B, N, M]`` per instance, recomputed in float64."""
+    plan = plan.detach().double()
+    n, m = plan.shape[-2:]
+    a = torch.full((n,), 1.0 / n, dtype=torch.float64) if a is None else a.double()
+    b = torch.full((m,), 1.0 / m, dtype=torch.float64) if b is None else b.double()
+    rows = (plan.sum(-1) - a).abs().sum(-1)
+    columns = (plan.sum(-2) - b).abs().sum(-1)
+    return torch.maximum(rows, columns)
+
+
+def far_apart_clouds(distance: float, n: int = 50, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=generator)
+    return x, torch.rand(n, 2, generator=generator) + distance
+
+
+# eps = 1e-3 on these clouds needs more than 3000 iterations in any precision: these
+# tests check the values and the honesty of the error, not convergence.
+@pytest.mark.filterwarnings("ignore::combgrad.ConvergenceWarning")
+def test_far_apart_float32_clouds_give_a_true_plan_and_an_honest_error():
+    """Guards issue 8 item 1: float32 clouds 300 apart at eps=1e-3 returned 8.96e6 with
+    P.sum() == 50 and a reported error of 0 (C / eps ~ 2e8 does not fit float32)."""
+    x, y = far_apart_clouds(300.0)
+    dist, P, C = cg.geometry.SinkhornDistance(eps=1e-3, max_iter=3000)(x, y)
+    dist64, _, _ = cg.geometry.SinkhornDistance(eps=1e-3, max_iter=3000)(x.double(), y.double())
+    assert dist64.item() == pytest.approx(1.80e5, rel=1e-2)
+    # C itself is rounded to float32 (1e-7 relative): the OT value moves by about as much.
+    assert dist.item() == pytest.approx(dist64.item(), rel=1e-5)
+    assert P.sum().item() == pytest.approx(1.0, abs=1e-4)
+    out = cg.geometry.sinkhorn(None, None, C, 1e-3, max_iter=3000)
+    actual = marginal_error_float64(out.plan)
+    # The reported error is the returned plan's own (float32 sums: within 1e-6 absolute).
+    torch.testing.assert_close(out.error.double(), actual, atol=1e-6, rtol=1e-3)
+    assert bool(out.converged) == (out.error.item() < 1e-5)
+
+
+@pytest.mark.parametrize("dtype, eps", [(torch.float16, 1e-2), (torch.bfloat16, 0.1), (torch.bfloat16, 1e-2)])
+def test_half_precision_is_solved_in_float32(dtype, eps):
+    """Guards issue 8 item 1: float16 failed from eps ~ 1e-2 and bfloat16 at eps = 0.1."""
+    x, y = far_apart_clouds(1.0, n=40, seed=1)
+    x, y = x.to(dtype), y.to(dtype)
+    dist, P, C = cg.geometry.SinkhornDistance(eps=eps, max_iter=5000)(x, y)
+    assert dist.dtype == P.dtype == C.dtype == dtype
+    # The reference solves the same (rounded) points in float64.
+    reference, P64, _ = cg.geometry.SinkhornDistance(eps=eps, max_iter=5000)(x.double(), y.double())
+    resolution = 4 * torch.finfo(dtype).eps  # the output's own rounding
+    assert dist.item() == pytest.approx(reference.item(), rel=resolution)
+    assert P.double().sum().item() == pytest.approx(1.0, rel=resolution)
+    assert (P.double() - P64).abs().max().item() < resolution / 40
+    out = cg.geometry.sinkhorn(None, None, C, eps, max_iter=5000)
+    assert out.value.dtype == dtype and bool(out.converged)
+
+
+@pytest.mark.parametrize(
+    "C, eps, converges",
+    [
+        (torch.full((3, 3), 1e36), 1e-3, True),  # C / eps overflows float32: every entry -inf
+        (torch.tensor([[0.0, 1e36], [1e36, 0.0]]), 1e-3, True),
+        (torch.tensor([[3e38, -3e38], [-3e38, 3e38]]), 1.0, True),  # C - min(C) overflows float32
+        # C / eps ~ 1e39 is unregularized transport: Sinkhorn cannot get there, but says so.
+        (torch.rand(4, 5, generator=torch.Generator().manual_seed(0)) * 1e36, 1e-3, False),
+    ],
+)
+def test_finite_costs_never_give_nan(C, eps, converges):
+    """Guards issue 8 item 1: C = 1e36 (float32) gave NaN from a row of -inf (-inf - -inf)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", cg.ConvergenceWarning)
+        out = cg.geometry.sinkhorn(None, None, C, eps, max_iter=2000)
+    for tensor in (out.value, out.cost, out.plan, out.f, out.g, out.error):
+        assert torch.isfinite(tensor).all()
+    assert out.plan.dtype == torch.float32
+    assert bool(out.converged) == converges and len(caught) == (0 if converges else 1)
+    assert out.plan.double().sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::combgrad.ConvergenceWarning")
+def test_far_apart_float16_clouds_do_not_give_nan():
+    """Guards issue 8 item 1: float16 clouds 10 apart at eps=1e-3 returned NaN."""
+    x, y = far_apart_clouds(10.0, n=30, seed=2)
+    dist, P, C = cg.geometry.SinkhornDistance(eps=1e-3, max_iter=3000)(x.half(), y.half())
+    assert torch.isfinite(dist) and torch.isfinite(P).all()
+    reference, _, _ = cg.geometry.SinkhornDistance(eps=1e-3, max_iter=3000)(x.half().double(), y.half().double())
+    assert dist.item() == pytest.approx(reference.item(), rel=2e-3)
+
+
+def test_max_iter_above_tol_warns_and_reports_per_instance():
+    """Guards issue 8 item 1: stopping at max_iter above tol was silent."""
+    _, _, easy = random_problem(8, 8, 20)
+    _, _, hard = random_problem(8, 8, 21)
+    # The same loop runs both; eps 1.0 converges in a few iterations, 1e-3 (via 1000 x C) does not.
+    C = torch.stack([torch.tensor(easy), 1000.0 * torch.tensor(hard)])
+    with pytest.warns(cg.ConvergenceWarning, match=r"max_iter=20 .*marginal error [0-9.e+-]+ above tol=1e-05"):
+        out = cg.geometry.sinkhorn(None, None, C, 1.0, max_iter=20)
+    assert out.converged.dtype == torch.bool and out.converged.shape == (2,)
+    assert out.converged.tolist() == [True, False]
+    assert out.error[0].item() < 1e-5 < out.error[1].item()
+    with pytest.warns(cg.ConvergenceWarning, match="SinkhornDistance"):
+        cg.geometry.SinkhornDistance(eps=1e-3, max_iter=5)(torch.rand(6, 2), torch.rand(6, 2))
+    with pytest.warns(cg.ConvergenceWarning, match="sinkhorn_divergence"):
+        cg.geometry.sinkhorn_divergence(torch.rand(6, 2), torch.rand(6, 2), 1e-3, max_iter=5)
+
+
+def test_converged_solve_does_not_warn():
+    import warnings
+
+    x, y = seed_points()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = cg.geometry.sinkhorn(None, None, torch.cdist(x, y) ** 2, 0.1)
+    assert out.converged.shape == () and bool(out.converged)
+
+
+@pytest.mark.parametrize("dim", [2, 3, 10])
+@pytest.mark.parametrize("n", [10, 100, 500])
+def test_default_max_iter_reaches_tol_on_unit_clouds(dim, n):
+    """Guards issue 8 item 1: the default max_iter (100) stopped above tol on unit-cube
+    clouds at the default eps (10 points in 10 dims need ~400 iterations)."""
+    import warnings
+
+    for seed in range(5):
+        generator = torch.Generator().manual_seed(seed)
+        x, y = torch.rand(2, n, dim, generator=generator).unbind(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", cg.ConvergenceWarning)
+            _, P, _ = cg.geometry.SinkhornDistance()(x, y)
+        assert marginal_error_float64(P).item() < 1e-5
+
+
+def test_transposed_cost_matrix():
+    """Guards issue 8 item 1: a non-contiguous C raised 'view size is not compatible'."""
+    generator = torch.Generator().manual_seed(3)
+    C = torch.rand(2, 7, 5, generator=generator).transpose(-1, -2)
+    assert not C.is_contiguous()
+    out = cg.geometry.sinkhorn(None, None, C, 0.1)
+    reference = cg.geometry.sinkhorn(None, None, C.contiguous(), 0.1)
+    for ours, theirs in zip(out[:6], reference[:6]):
+        torch.testing.assert_close(ours, theirs)
+    leaf = C.detach().clone().transpose(-1, -2).requires_grad_()  # a transposed leaf
+    cg.geometry.sinkhorn(None, None, leaf.transpose(-1, -2), 0.1).value.sum().backward()
+    torch.testing.assert_close(leaf.grad.transpose(-1, -2), out.plan)
+
+
+def test_empty_batch_returns_empty_results():
+    """Guards issue 8 item 1: a B = 0 batch was refused (solvers return empty results)."""
+    C = torch.rand(0, 3, 4, requires_grad=True)
+    out = cg.geometry.sinkhorn(None, None, C, 0.1)
+    assert out.value.shape == out.cost.shape == out.error.shape == out.converged.shape == (0,)
+    assert out.plan.shape == (0, 3, 4) and out.f.shape == (0, 3) and out.g.shape == (0, 4)
+    out.value.sum().backward()
+    assert C.grad.shape == (0, 3, 4)
+    x, y = torch.rand(0, 3, 2, requires_grad=True), torch.rand(0, 4, 2)
+    dist, P, C = cg.geometry.SinkhornDistance()(x, y)
+    assert dist.shape == (0,) and P.shape == (0, 3, 4) and C.shape == (0, 3, 4)
+    assert cg.geometry.SinkhornDistance(reduction="sum")(x, y)[0].item() == 0.0
+    assert cg.geometry.sinkhorn_divergence(x, y, 0.1).shape == (0,)

@@ -225,7 +225,12 @@ def option(default: Any, check: OptionCheck | None = None) -> Any:
 
 
 def number(**bounds: Any) -> OptionCheck:
-    """The check of a finite real option with ``bounds`` (``positive``, ``nonnegative``, ``below``, ...)."""
+    """The check of a finite real option with ``bounds`` (``positive``, ``nonnegative``, ``below``, ...).
+
+    Example:
+        >>> number(nonnegative=True)("imle", "noise_scale", 2)
+        2.0
+    """
     return functools.partial(_check_number, bounds)
 
 
@@ -234,7 +239,12 @@ def _check_number(bounds: dict[str, Any], owner: str, argument: str, value: obje
 
 
 def choice(choices: tuple[str, ...]) -> OptionCheck:
-    """The check of an option that must be one of ``choices``."""
+    """The check of an option that must be one of ``choices``.
+
+    Example:
+        >>> choice(("batch", "instance"))("aimle", "norm", "batch")
+        'batch'
+    """
     return functools.partial(_check_choice, choices)
 
 
@@ -243,7 +253,12 @@ def _check_choice(choices: tuple[str, ...], owner: str, argument: str, value: ob
 
 
 def optional(check: OptionCheck) -> OptionCheck:
-    """``check``, letting None through (an option whose None means "derive it")."""
+    """``check``, letting None through (an option whose None means "derive it").
+
+    Example:
+        >>> optional(positive_int)("imle", "k", None) is None, optional(positive_int)("imle", "k", 3)
+        (True, 3)
+    """
     return functools.partial(_check_optional, check)
 
 

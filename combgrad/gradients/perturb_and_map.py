@@ -98,6 +98,10 @@ def sample_output(solutions: torch.Tensor, options: SamplingOptions) -> torch.Te
 
     With ``reduce=False`` one noise-free solve (``S' = 1``) is repeated to the
     ``[samples, *shape]`` that the user asked for.
+
+    Example:
+        >>> sample_output(torch.ones(1, 2), PerturbAndMAPOptions(samples=3, reduce=False)).shape
+        torch.Size([3, 2])
     """
     if options.reduce:
         return solutions.mean(0)
@@ -110,12 +114,21 @@ def combine_samples(per_sample: torch.Tensor, reduce: bool) -> torch.Tensor:
     With ``reduce=True`` the output is the mean of the samples, so the gradient is
     the mean of the per-sample ones; with ``reduce=False`` each sample is its own
     output and autograd's rule for a tensor used S times applies: the sum.
+
+    Example:
+        >>> combine_samples(torch.tensor([[1.0], [3.0]]), reduce=True), combine_samples(torch.tensor([[1.0], [3.0]]), reduce=False)
+        (tensor([2.]), tensor([4.]))
     """
     return per_sample.mean(0) if reduce else per_sample.sum(0)
 
 
 def broadcast_instances(values: torch.Tensor | float, event_ndim: int) -> torch.Tensor | float:
-    """Reshape per-instance values ``[*batch]`` to broadcast over ``[*batch, *event]``."""
+    """Reshape per-instance values ``[*batch]`` to broadcast over ``[*batch, *event]``.
+
+    Example:
+        >>> broadcast_instances(torch.tensor([1.0, 2.0]), 2).shape
+        torch.Size([2, 1, 1])
+    """
     if isinstance(values, torch.Tensor):
         return values.reshape(*values.shape, *([1] * event_ndim))
     return values
@@ -175,6 +188,12 @@ def central_difference(
     """Per sample ``[y*(s + lam dy_i + tau_t eps_i) - y*(s - lam dy_i + tau_t eps_i)] / 2``, both sides in one call.
 
     Shapes as in :func:`target_difference`; returns ``[S, *batch, *event]``, unscaled.
+
+    Example:
+        >>> import torch, combgrad as cg
+        >>> s, dy = torch.tensor([[0.0, 1.0]]), torch.tensor([[-1.0, 1.0]])
+        >>> central_difference(cg.solvers.get("argmax"), s, dy, torch.zeros(1, 1, 2), lam=1.0, target_noise_scale=0.0)
+        tensor([[[-0.5000,  0.5000]]])
     """
     lam = broadcast_instances(lam, solver.event_ndim)
     step = lam * with_sample_dim(dy, scores)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import pool
 from ..gradients import registry as estimator_registry
 from ..gradients.base import resolve_solver
 from ..solvers import registry as solver_registry
@@ -205,7 +206,10 @@ def differentiable(
       of a float64 numpy array ``[B, *event] -> [B, *event]`` wrapped by
       ``from_function(fn, sense=..., event_ndim=..., batched=True)``;
       ``event_ndim`` defaults to 1 and ``sense=`` is required. The result is a
-      :class:`DifferentiableSolver` (call it on tensors).
+      :class:`DifferentiableSolver` (call it on tensors). With ``workers=N`` a
+      module-level function runs in the process pool although the decorator
+      rebinds its name (it is pickled by reference, see
+      :func:`combgrad.pool.by_reference`).
     - ``differentiable(fn, solver=..., ...)`` / ``differentiable(fn, sense=...)``:
       the same without decorator syntax.
 
@@ -225,7 +229,7 @@ def differentiable(
 
     Example:
         >>> import numpy as np, torch, combgrad as cg
-        >>> @cg.differentiable(estimator="perturbation", sense="max", sigma=0.5, samples=1000)
+        >>> @cg.differentiable(estimator="perturbation", sense="max", noise="gumbel", noise_scale=0.5, samples=1000)
         ... def one_hot_max(theta):  # a batch [B, n] of float64 numpy scores
         ...     return np.eye(theta.shape[-1])[theta.argmax(-1)]
         >>> theta = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0]])
@@ -253,6 +257,11 @@ def differentiable(
     _build_estimator(estimator, estimator_options)  # validate now, not at decoration time
 
     def decorate(function: Callable[..., Any]) -> DifferentiableSolver:
+        if solver_options.get("workers"):
+            # The decorator rebinds the function's module-level name to the
+            # layer, so pickle could no longer find the function by that name;
+            # the workers get it by reference instead.
+            function = pool.by_reference(function)
         # A fresh estimator per decorated function: adaptive state is not shared.
         return DifferentiableSolver(
             from_function(function, **solver_options), _build_estimator(estimator, estimator_options)

@@ -1,17 +1,21 @@
-"""``from_function``: a user's Python function as a batched, registry-compatible solver."""
+"""``from_function``: a user's Python function as a batched, registry-compatible solver.
+
+The function runs in this process or in the shared process pool
+(:mod:`combgrad.pool`); its outputs are checked (shape, real and finite values)
+and named by instance when wrong.
+"""
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .. import pool
+from .._checks import check_bool, check_number, check_positive_int, check_sense
 from ..errors import SolverError
-from .._checks import check_positive_int, check_sense
 from ..solvers.base import BatchSolver, Sense
-from . import pool
 
 
 class FunctionSolver(BatchSolver):
@@ -31,6 +35,7 @@ class FunctionSolver(BatchSolver):
         batched: bool = False,
         workers: int = 0,
         name: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"from_function: fn must be callable, got {type(fn).__name__}")
@@ -41,31 +46,27 @@ class FunctionSolver(BatchSolver):
         self.name = name
         self.sense = check_sense(name, sense)
         self.event_ndim = check_positive_int(name, "event_ndim", event_ndim)
-        if not isinstance(batched, bool):
-            raise ValueError(f"{name}: batched must be True or False, got {batched!r}")
-        self.batched = batched
+        self.batched = check_bool(name, "batched", batched)
         self.workers = check_positive_int(name, "workers", workers, minimum=0)
+        self.timeout = None if timeout is None else check_number(name, "timeout", timeout, positive=True)
         if self.workers:
             # Fail at construction, not at the first call deep inside training.
-            try:
-                pickle.dumps(fn)
-            except Exception as error:
-                raise ValueError(
-                    f"{name}: with workers={self.workers} fn must be picklable (a module-level "
-                    "function of an importable module, or a functools.partial of one), not a "
-                    f"lambda or a function defined inside another function; got {fn!r}: {error}"
-                ) from error
+            pool.check_picklable(name, fn, self.workers)
         self.fn = fn
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
         event_shape = theta.shape[1:]
         y = np.empty_like(theta)
         if self.batched:
-            chunks = pool.map_chunks(self.fn, theta, workers=self.workers, owner=self.name)
+            chunks = pool.map_chunks(
+                self.fn, theta, workers=self.workers, owner=self.name, timeout=self.timeout
+            )
             for start, stop, output in chunks:
                 y[start:stop] = self._as_output(output, (stop - start, *event_shape), start, stop)
         else:
-            outputs = pool.map_instances(self.fn, theta, workers=self.workers, owner=self.name)
+            outputs = pool.map_instances(
+                self.fn, theta, workers=self.workers, owner=self.name, timeout=self.timeout
+            )
             for index, output in enumerate(outputs):
                 y[index] = self._as_output(output, event_shape, index, index + 1)
         return y
@@ -73,23 +74,37 @@ class FunctionSolver(BatchSolver):
     def _as_output(self, output: Any, shape: tuple[int, ...], start: int, stop: int) -> np.ndarray:
         where = f"instance {start}" if stop == start + 1 else f"instances {start}..{stop - 1}"
         try:
-            array = np.asarray(output, dtype=np.float64)
+            array = np.asarray(output)
         except (TypeError, ValueError) as error:
             raise SolverError(
                 f"{self.name}: fn's output for {where} is not a numeric array of shape {shape}: "
                 f"{error}"
             ) from error
+        # Complex values would lose their imaginary part silently in the cast to
+        # float64, and objects (dicts, strings) are no solution at all.
+        if array.dtype.kind not in "biuf":
+            kind = "complex" if array.dtype.kind == "c" else "not numeric"
+            raise SolverError(
+                f"{self.name}: fn's output for {where} must be a real numeric array of shape "
+                f"{shape}, got dtype {array.dtype} ({kind})"
+            )
         if array.shape != shape:
             raise SolverError(
                 f"{self.name}: fn's output for {where} must have shape {shape} (the input's), "
                 f"got shape {array.shape}"
+            )
+        array = array.astype(np.float64, copy=False)
+        if not np.isfinite(array).all():
+            raise SolverError(
+                f"{self.name}: fn's output for {where} must be finite, got NaN or inf values"
             )
         return array
 
     def __repr__(self) -> str:
         return (
             f"FunctionSolver(name={self.name!r}, sense={self.sense!r}, "
-            f"event_ndim={self.event_ndim}, batched={self.batched}, workers={self.workers})"
+            f"event_ndim={self.event_ndim}, batched={self.batched}, workers={self.workers}, "
+            f"timeout={self.timeout})"
         )
 
 
@@ -101,6 +116,7 @@ def from_function(
     batched: bool = False,
     workers: int = 0,
     name: str | None = None,
+    timeout: float | None = None,
 ) -> FunctionSolver:
     """Turn a Python function into a batched solver ``y = solver(theta)``.
 
@@ -112,7 +128,7 @@ def from_function(
     theta's shape, dtype and device.
 
     With ``workers=N > 0`` the instances run in the shared persistent process pool
-    of :mod:`combgrad.adapters.pool`, a few chunks per worker; with ``batched=True``
+    of :mod:`combgrad.pool`, a few chunks per worker; with ``batched=True``
     ``fn`` is called once per chunk. ``fn`` must then be picklable: a module-level
     function of an importable module (or a ``functools.partial`` of one), not a
     lambda or a local function, and a script that uses workers needs the usual
@@ -127,6 +143,12 @@ def from_function(
         batched: Whether ``fn`` takes a whole batch ``[B, *event]``.
         workers: 0 to run in this process, else the number of worker processes.
         name: The solver's name (in error messages); defaults to ``fn.__name__``.
+        timeout: Seconds for one call of the solver, or None (no limit). Past it
+            the call raises :class:`~combgrad.SolverError` naming the unfinished
+            instances and the pool's workers are replaced (a hung ``fn`` is
+            killed). With ``workers=0`` nothing can stop a running ``fn``: the
+            deadline is checked between instances, so use ``workers >= 1`` for a
+            function that may hang.
 
     Returns:
         A :class:`~combgrad.solvers.BatchSolver` with ``name``, ``sense``,
@@ -138,7 +160,10 @@ def from_function(
 
     When called, the solver raises :class:`~combgrad.SolverError` naming the
     instance index (in the flattened batch) if ``fn`` raises, returns an output of
-    the wrong shape, or a worker process dies; ValueError on invalid ``theta``.
+    the wrong shape or with NaN, inf or complex values, exceeds ``timeout``, or a
+    worker process dies (twice: a pool broken before the call is replaced once);
+    ValueError on invalid ``theta``. A KeyboardInterrupt during a pooled call
+    stops its workers and propagates; the next call works at once.
 
     Example:
         >>> import numpy as np, torch, combgrad as cg
@@ -152,5 +177,11 @@ def from_function(
                 [1., 0., 0.]])
     """
     return FunctionSolver(
-        fn, sense=sense, event_ndim=event_ndim, batched=batched, workers=workers, name=name
+        fn,
+        sense=sense,
+        event_ndim=event_ndim,
+        batched=batched,
+        workers=workers,
+        name=name,
+        timeout=timeout,
     )

@@ -1,24 +1,30 @@
-"""``ilp``: integer linear programs ``opt <theta, x>`` solved exactly by OR-Tools CP-SAT."""
+"""``ilp``: integer linear programs ``opt <theta, x>`` solved exactly by OR-Tools CP-SAT.
+
+OR-Tools is imported on the first construction of an :class:`ILP`, not by
+``import combgrad`` (it takes a few hundred milliseconds to load).
+"""
 
 from __future__ import annotations
 
-import math
 import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from ortools.sat.python import cp_model
 
-from ..adapters import pool
-from ..errors import SolverError
+from .. import pool
 from .._checks import check_number, check_positive_int, check_sense, scaled_integers
+from ..errors import SolverError
 from .base import BatchSolver, Sense
 from .registry import register
+
+if TYPE_CHECKING:
+    from ortools.sat.python import cp_model as cp_model_types
 
 #: With ``objective_scale=None`` each instance's largest |coefficient| becomes this
 #: integer (or less, see :class:`ILP`), so rounding changes no coefficient by more
@@ -35,13 +41,12 @@ _INTEGER_REASON = "CP-SAT needs integer data"
 
 _INT64_MIN = -(2**63)
 
-_STATUS_NAMES = {
-    cp_model.OPTIMAL: "OPTIMAL",
-    cp_model.FEASIBLE: "FEASIBLE",
-    cp_model.INFEASIBLE: "INFEASIBLE",
-    cp_model.MODEL_INVALID: "MODEL_INVALID",
-    cp_model.UNKNOWN: "UNKNOWN",
-}
+
+def _cp_model() -> ModuleType:
+    """OR-Tools' CP-SAT module, imported on first use."""
+    from ortools.sat.python import cp_model
+
+    return cp_model
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,16 +62,17 @@ class _Problem:
     sense: str
     objective_scale: float | None
     resolution: int  # the automatic scale's target for max |coefficient|
+    time_limit: float | None  # seconds per instance for CP-SAT's search
     key: str  # identifies the problem in the per-process model cache
 
 
-def _build_model(problem: _Problem) -> cp_model.CpModel:
+def _build_model(problem: _Problem) -> cp_model_types.CpModel:
     """The CP-SAT model of the constraints, with an objective over every variable.
 
     Written straight into the model's proto: it is faster than the expression API
     and lets each instance replace only the objective's coefficients.
     """
-    model = cp_model.CpModel()
+    model = _cp_model().CpModel()
     proto = model.proto
     for low, high in zip(problem.lower.tolist(), problem.upper.tolist()):
         proto.variables.add().domain.extend([low, high])
@@ -89,15 +95,21 @@ _cache = threading.local()
 _CACHE_SIZE = 8
 
 
-def _model_for(problem: _Problem) -> tuple[cp_model.CpModel, cp_model.CpSolver]:
+def _model_for(problem: _Problem) -> tuple[cp_model_types.CpModel, cp_model_types.CpSolver]:
     models: OrderedDict[str, Any] = getattr(_cache, "models", None) or OrderedDict()
     _cache.models = models
     entry = models.get(problem.key)
     if entry is None:
-        solver = cp_model.CpSolver()
+        solver = _cp_model().CpSolver()
         # One search worker per instance: the batch is the parallel dimension, and
         # CP-SAT's single-worker search is deterministic.
         solver.parameters.num_workers = 1
+        # CP-SAT's own SIGINT handler would end the search early on Ctrl-C and
+        # report a non-optimal status, i.e. turn the interrupt into a SolverError;
+        # without it Python raises KeyboardInterrupt when the search returns.
+        solver.parameters.catch_sigint_signal = False
+        if problem.time_limit is not None:
+            solver.parameters.max_time_in_seconds = problem.time_limit
         entry = (_build_model(problem), solver)
         models[problem.key] = entry
         if len(models) > _CACHE_SIZE:
@@ -111,10 +123,14 @@ def _objective(problem: _Problem, theta: np.ndarray) -> np.ndarray:
     """Integer objective coefficients for one instance ``theta [n]``."""
     if problem.objective_scale is None:
         largest = float(np.abs(theta).max(initial=0.0))
-        scale = problem.resolution / largest if largest > 0 else 0.0
-    else:
-        scale = problem.objective_scale
-    return np.rint(theta * scale).astype(np.int64)
+        if largest == 0:
+            return np.zeros(theta.shape, np.int64)
+        # Normalise first: resolution / largest overflows to inf for |theta|
+        # below about 6e-300, while theta / largest is always in [-1, 1].
+        return np.rint(theta / largest * problem.resolution).astype(np.int64)
+    # A fixed scale may round every coefficient to 0: an all-zero objective is
+    # a valid problem (any feasible point is optimal).
+    return np.rint(theta * problem.objective_scale).astype(np.int64)
 
 
 def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
@@ -127,6 +143,7 @@ def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
     objective.coeffs.clear()
     objective.coeffs.extend(coefficients.tolist())
     status = solver.solve(model)
+    cp_model = _cp_model()
     if status == cp_model.OPTIMAL:
         solution = solver.response_proto.solution
         return np.fromiter(solution, dtype=np.float64, count=theta.shape[0])
@@ -137,8 +154,13 @@ def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
         )
     if status == cp_model.MODEL_INVALID:
         raise SolverError(f"CP-SAT rejected the model: {model.validate()}")
+    if problem.time_limit is not None:  # no other limit is set: the time ran out
+        raise SolverError(
+            f"CP-SAT did not prove optimality within time_limit={problem.time_limit!r} s "
+            f"(status {solver.status_name(status)}); raise time_limit or simplify the problem"
+        )
     raise SolverError(
-        f"CP-SAT stopped with status {_STATUS_NAMES.get(status, status)} without proving optimality"
+        f"CP-SAT stopped with status {solver.status_name(status)} without proving optimality"
     )
 
 
@@ -204,13 +226,26 @@ class ILP(BatchSolver):
         upper: Upper bounds: an integer or ``[n]``; default 1 (binary x).
         sense: "min" (default) or "max".
         workers: 0 (default) solves in this process; N > 0 uses the shared pool of
-            N processes (:mod:`combgrad.adapters.pool`), worth it from about a
+            N processes (:mod:`combgrad.pool`), worth it from about a
             millisecond per instance; a script using it needs the usual
             ``if __name__ == "__main__":`` guard.
         objective_scale: None for the per-instance automatic scale above, or a
             positive factor applied to every instance.
         constraint_scale: Positive factor applied to ``A``, ``b``, ``A_eq``, ``b_eq``
             before the integrality check; default 1.
+        time_limit: Seconds of CP-SAT search per instance, or None (default, no
+            limit). An instance whose optimum is not proven in time raises
+            :class:`~combgrad.SolverError` naming it (no unproven solution is
+            returned silently).
+        timeout: Seconds for one call (the whole batch), or None (default). Past
+            it the call raises :class:`~combgrad.SolverError` naming the
+            unfinished instances and the pool's workers are replaced; with
+            ``workers=0`` it is checked between instances.
+
+    Interrupts: a Ctrl-C (KeyboardInterrupt) is never turned into a
+    SolverError. With ``workers=0`` it takes effect when the running instance's
+    search returns (bounded by ``time_limit``); with workers it stops the call at
+    once and kills the workers that ran it, and the next call works at once.
 
     ``n`` is taken from ``A``, else ``A_eq``, else array bounds.
 
@@ -246,14 +281,19 @@ class ILP(BatchSolver):
         workers: int = 0,
         objective_scale: float | None = None,
         constraint_scale: float = 1.0,
+        time_limit: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.sense = check_sense("ilp", sense)
         self.workers = check_positive_int("ilp", "workers", workers, minimum=0)
+        if time_limit is not None:
+            time_limit = check_number("ilp", "time_limit", time_limit, positive=True)
+        self.timeout = None if timeout is None else check_number("ilp", "timeout", timeout, positive=True)
         if objective_scale is not None:
             objective_scale = check_number("ilp", "objective_scale", objective_scale, positive=True)
         constraint_scale = check_number("ilp", "constraint_scale", constraint_scale, positive=True)
 
-        pairs = {}
+        pairs: dict[str, Any] = {}
         for matrix_name, vector_name, matrix, vector in (
             ("A", "b", A, b),
             ("A_eq", "b_eq", A_eq, b_eq),
@@ -316,6 +356,7 @@ class ILP(BatchSolver):
             sense=self.sense,
             objective_scale=objective_scale,
             resolution=resolution,
+            time_limit=time_limit,
             key=uuid.uuid4().hex,
         )
         self._validate_model()
@@ -386,14 +427,19 @@ class ILP(BatchSolver):
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
         outputs = pool.map_instances(
-            partial(_solve_instance, self._problem), theta, workers=self.workers, owner="ilp"
+            partial(_solve_instance, self._problem),
+            theta,
+            workers=self.workers,
+            owner="ilp",
+            timeout=self.timeout,
         )
         return np.stack(outputs)
 
     def __repr__(self) -> str:
         return (
             f"ILP(n={self.n}, inequalities={self._problem.A.shape[0]}, "
-            f"equalities={self._problem.A_eq.shape[0]}, sense={self.sense!r}, workers={self.workers})"
+            f"equalities={self._problem.A_eq.shape[0]}, sense={self.sense!r}, workers={self.workers}, "
+            f"time_limit={self._problem.time_limit}, timeout={self.timeout})"
         )
 
 

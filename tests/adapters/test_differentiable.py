@@ -1,6 +1,10 @@
 """Tests for combgrad/adapters/differentiable.py."""
 
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,7 +72,10 @@ def test_issue_examples_run():
 
 def test_function_as_solver_is_perturbed_softmax():
     sigma, samples = 0.5, 20_000
-    layer = cg.differentiable(numpy_argmax, estimator="perturbation", sense="max", sigma=sigma, samples=samples)
+    # Gumbel noise: the perturbed argmax is then exactly softmax(theta / sigma).
+    layer = cg.differentiable(
+        numpy_argmax, estimator="perturbation", sense="max", noise="gumbel", noise_scale=sigma, samples=samples
+    )
     assert layer.solver.sense == "max" and layer.solver.event_ndim == 1
     theta = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0]], dtype=torch.float64, requires_grad=True)
     y = layer(theta, generator=torch.Generator().manual_seed(0))
@@ -189,3 +196,47 @@ def test_state_dict_round_trip_of_a_model_with_an_aimle_layer():
     restored = Model()
     restored.load_state_dict(model.state_dict())
     assert restored.select.estimator.beta.item() == model.select.estimator.beta.item()
+
+
+SCRIPT = """
+import multiprocessing
+
+import numpy as np
+import torch
+
+import combgrad as cg
+
+
+@cg.differentiable(sense="max", estimator="ste", workers=2)
+def my_argmax(theta):  # [B, n] float64 numpy scores
+    assert multiprocessing.parent_process() is not None, "must run in a worker"
+    return np.eye(theta.shape[-1])[theta.argmax(-1)]
+
+
+if __name__ == "__main__":
+    theta = torch.tensor([[0.1, 0.9, 0.3], [2.0, 1.0, 0.0]] * 4)
+    print(my_argmax(theta).argmax(-1).tolist())
+"""
+
+
+def test_decorated_module_level_function_runs_in_workers(tmp_path: Path) -> None:
+    """Issue 8 item 12: the decorator rebinds the name, which made pickling the function fail.
+
+    A fresh interpreter runs a script whose module-level function is decorated
+    with workers=2, exactly as a user's script would.
+    """
+    script = tmp_path / "decorated_with_workers.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([1, 0] * 4)
+
+
+def test_decorated_function_keeps_its_name_and_is_picklable_with_workers() -> None:
+    import pickle
+
+    layer = cg.differentiable(numpy_argmax, sense="max", estimator="ste", workers=2)
+    assert layer.solver.name == "numpy_argmax" and layer.solver.workers == 2
+    assert pickle.loads(pickle.dumps(layer.solver.fn)) is numpy_argmax

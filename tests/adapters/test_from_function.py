@@ -8,6 +8,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -73,6 +75,27 @@ def die_on_negative_first(costs: np.ndarray) -> np.ndarray:
     if costs[0] < 0 and multiprocessing.parent_process() is not None:
         os.kill(os.getpid(), signal.SIGKILL)
     return costs
+
+
+def bad_value_at(bad: object, index: int, costs: np.ndarray) -> np.ndarray:
+    """Returns ``bad`` in the output of the instance whose first cost is ``index``."""
+    if costs[0] != index:
+        return np.zeros_like(costs)
+    y = np.zeros(costs.shape, dtype=np.result_type(costs, np.asarray(bad)))
+    y[-1] = bad
+    return y
+
+
+def batched_nan(costs: np.ndarray) -> np.ndarray:
+    y = np.zeros_like(costs)
+    y[0, 0, 0] = np.nan
+    return y
+
+
+def hang_on_negative_first(costs: np.ndarray) -> np.ndarray:
+    if costs[0] < 0:
+        time.sleep(3600)  # never returns, as far as the test can tell
+    return np.zeros_like(costs)
 
 
 def counting(costs: np.ndarray) -> np.ndarray:
@@ -152,7 +175,7 @@ def test_batched_wrong_output_shape_names_the_instances() -> None:
 
 def test_non_numeric_output_names_the_instance() -> None:
     solver = from_function(not_numeric, sense="min", event_ndim=1)
-    with pytest.raises(SolverError, match=r"output for instance 0 is not a numeric array"):
+    with pytest.raises(SolverError, match=r"output for instance 0 must be a real numeric array of shape \(3,\), got dtype object \(not numeric\)"):
         solver(torch.ones(2, 3))
 
 
@@ -226,3 +249,46 @@ def test_bad_theta_is_refused(theta, error: type, match: str) -> None:
     solver = from_function(row_argmin, sense="min", event_ndim=2)
     with pytest.raises(error, match=match):
         solver(theta)
+
+
+@pytest.mark.parametrize("workers", [0, WORKERS])
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (float("nan"), r"must be finite, got NaN or inf values"),
+        (float("inf"), r"must be finite, got NaN or inf values"),
+        (-float("inf"), r"must be finite, got NaN or inf values"),
+        (1 + 2j, r"must be a real numeric array of shape \(3,\), got dtype complex128 \(complex\)"),
+    ],
+    ids=["nan", "inf", "-inf", "complex"],
+)
+def test_non_finite_or_complex_outputs_name_the_instance(workers: int, bad: object, match: str) -> None:
+    """Issue 8, smaller defects: these outputs used to pass unchecked (complex lost its imaginary part)."""
+    solver = from_function(partial(bad_value_at, bad, 4), sense="min", event_ndim=1, workers=workers, name="bad")
+    theta = torch.arange(7.0).repeat_interleave(3).reshape(7, 3)  # instance i has costs [i, i, i]
+    with deadline(60), pytest.raises(SolverError, match=rf"^bad: fn's output for instance 4 {match}"):
+        solver(theta)
+
+
+def test_batched_non_finite_output_names_the_chunk() -> None:
+    solver = from_function(batched_nan, sense="min", event_ndim=2, batched=True, name="bad")
+    with pytest.raises(SolverError, match=r"^bad: fn's output for instances 0\.\.1 must be finite"):
+        solver(torch.zeros(2, 3, 2))
+
+
+def test_timeout_stops_a_hung_fn_and_the_next_call_works() -> None:
+    """Issue 8 item 3: a function that never returns used to block the call forever."""
+    solver = from_function(hang_on_negative_first, sense="min", event_ndim=1, workers=WORKERS, timeout=1.0)
+    assert solver.timeout == 1.0
+    theta = torch.ones(8, 3)
+    theta[5, 0] = -1.0
+    with deadline(60):
+        with pytest.raises(SolverError, match=r"^hang_on_negative_first: timeout=1\.0 s exceeded with instances? .*5.* unfinished"):
+            solver(theta)
+        assert torch.equal(solver(torch.ones(4, 3)), torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("timeout", [0, -2.0, float("inf"), True])
+def test_bad_timeout_is_refused(timeout) -> None:
+    with pytest.raises(ValueError, match=r"^row_argmin: timeout must be a finite number > 0, got"):
+        from_function(row_argmin, sense="min", event_ndim=2, timeout=timeout)

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 from combgrad.tasks.warcraft import data as warcraft_data
-from combgrad.tasks.warcraft.trainer import TrainConfig, train
+from combgrad.tasks.warcraft.config import TrainConfig
+from combgrad.tasks.warcraft.trainer import train
 
 METHODS = {
     "imle": {"estimator": "imle"},

@@ -1,4 +1,12 @@
-"""The ``combgrad`` command: ``combgrad demo`` and the task subcommands."""
+"""The ``combgrad`` command: ``combgrad demo`` and the task subcommands.
+
+Each subcommand is two functions: ``_add_<name>(commands)`` declares its
+arguments and ``_<name>(args) -> exit status`` runs it; :data:`SUBCOMMANDS` lists
+the former, so adding a subcommand is adding one pair and one entry. A mistake
+of the user's (a bad setting, a missing or unreadable file) ends as one line
+``combgrad <command>: error: <message>`` on stderr and exit status 2, before any
+work where it can be detected that early.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,13 @@ import argparse
 import ast
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+USER_ERRORS = (ValueError, KeyError, OSError)
+"""Errors that report a user's mistake (never a bug's traceback worth showing):
+bad settings (ValueError, and OptionError, which is one), unknown names (KeyError),
+missing, unreadable or existing files (OSError)."""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -21,7 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
     symmetric = torch.rand(batch, 30, 30, generator=generator)
     item_weights = torch.randint(1, 101, (50,), generator=generator)
     capacity = int(item_weights.sum()) // 2
-    problems = {
+    problems: dict[str, tuple[dict[str, Any], torch.Tensor]] = {
         "argmax": ({}, torch.randn(batch, 20, generator=generator)),
         "topk": ({"k": 5}, torch.randn(batch, 20, generator=generator)),
         "shortest_path": ({}, torch.rand(batch, 12, 12, generator=generator) * 9 + 0.1),
@@ -62,41 +75,37 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def _warcraft(args: argparse.Namespace) -> int:
     """Train and evaluate on Warcraft maps, then print a summary table."""
-    from .tasks.warcraft.trainer import TrainConfig, train
+    from .tasks.warcraft.config import TrainConfig
+    from .tasks.warcraft.trainer import train
 
-    try:
-        config = TrainConfig(
-            out=args.out or "",
-            data=args.data,
-            size=args.size,
-            n_train=args.n_train,
-            n_val=args.n_val,
-            n_test=args.n_test,
-            data_seed=args.data_seed,
-            model=args.model,
-            channels=args.channels,
-            estimator=args.estimator,
-            options=dict(args.option),
-            normalise=not args.no_normalise,
-            loss=args.loss,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            schedule=args.schedule,
-            seed=args.seed,
-            device=args.device,
-            resume=args.resume,
-            progress=not args.quiet,
-        )
-        if not args.out:
-            source = "synthetic" if args.data is None else "data"
-            config.out = f"runs/warcraft/{source}-{args.size}x{args.size}-{config.method()}-seed{args.seed}"
-        start = time.perf_counter()
-        result = train(config, log=lambda line: print(line, file=sys.stderr))
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"combgrad warcraft: error: {message}", file=sys.stderr)
-        return 2
+    config = TrainConfig(
+        out=args.out or "",
+        data=args.data,
+        size=args.size,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        data_seed=args.data_seed,
+        model=args.model,
+        channels=args.channels,
+        estimator=args.estimator,
+        options=dict(args.option),
+        normalise=not args.no_normalise,
+        loss=args.loss,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    if not args.out:
+        source = "synthetic" if args.data is None else "data"
+        config.out = f"runs/warcraft/{source}-{args.size}x{args.size}-{config.method()}-seed{args.seed}"
+    start = time.perf_counter()
+    result = train(config, log=lambda line: print(line, file=sys.stderr))
     wall = time.perf_counter() - start
     counts = result["data"]["counts"]
     source = "synthetic" if args.data is None else args.data
@@ -127,20 +136,16 @@ def _warcraft_data(args: argparse.Namespace) -> int:
     from .tasks.warcraft.data import generate_dataset, read_meta
 
     start = time.perf_counter()
-    try:
-        folder = generate_dataset(
-            args.out,
-            args.size,
-            n_train=args.n,
-            n_val=args.n_val,
-            n_test=args.n_test,
-            seed=args.seed,
-            parts=args.parts,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, FileExistsError) as error:
-        print(f"combgrad warcraft-data: error: {error}", file=sys.stderr)
-        return 2
+    folder = generate_dataset(
+        args.out,
+        args.size,
+        n_train=args.n,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        seed=args.seed,
+        parts=args.parts,
+        overwrite=args.overwrite,
+    )
     meta = read_meta(args.out, args.size) or {}
     counts = meta.get("counts", {})
     ties = meta.get("non_unique_optimum", {})
@@ -152,11 +157,18 @@ def _warcraft_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_warcraft_commands(commands: Any) -> None:
-    """The ``warcraft`` and ``warcraft-data`` subcommands."""
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser("demo", help="solve random instances with each built-in solver")
+    demo.add_argument("--batch", type=int, default=256, help="instances per solver (default 256)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
+
+
+def _add_warcraft(commands: Any) -> None:
+    from .tasks._training.schedules import SCHEDULES
+    from .tasks.warcraft.config import LOSSES, SYNTHETIC_COUNTS, TrainConfig
     from .tasks.warcraft.data import SIZES
     from .tasks.warcraft.model import MODELS
-    from .tasks.warcraft.trainer import LOSSES, SCHEDULES, SYNTHETIC_COUNTS, TrainConfig
 
     defaults = TrainConfig()
     warcraft = commands.add_parser(
@@ -185,7 +197,8 @@ def _add_warcraft_commands(commands: Any) -> None:
     warcraft.add_argument("--option", "-O", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                           help="estimator (or Fenchel-Young) option, repeatable: -O lam=20 -O noise=gumbel")
     warcraft.add_argument("--no-normalise", action="store_true",
-                          help="feed the raw costs to the solver (default: each map's costs divided by their mean)")
+                          help="feed the raw predicted costs to the solver (default: each map's costs "
+                          "divided by their mean)")
     warcraft.add_argument("--model", default=defaults.model, choices=MODELS,
                           help="cost network: small (CPU) or resnet (the papers' ResNet18 stem)")
     warcraft.add_argument("--channels", type=int, default=defaults.channels, help="network width")
@@ -201,6 +214,8 @@ def _add_warcraft_commands(commands: Any) -> None:
     warcraft.add_argument("--quiet", action="store_true", help="no progress bar (one line per epoch instead)")
     warcraft.set_defaults(run=_warcraft)
 
+
+def _add_warcraft_data(commands: Any) -> None:
     data = commands.add_parser(
         "warcraft-data",
         help="write a synthetic Warcraft data set in the original format",
@@ -218,23 +233,43 @@ def _add_warcraft_commands(commands: Any) -> None:
     data.set_defaults(run=_warcraft_data)
 
 
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_demo, _add_warcraft, _add_warcraft_data)
+"""The functions that add each subcommand's parser, in the order ``--help`` lists them."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``combgrad`` command."""
-    parser = argparse.ArgumentParser(prog="combgrad", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="combgrad", description="differentiable combinatorial solvers: demo and benchmark tasks"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser("demo", help="solve random instances with each built-in solver")
-    demo.add_argument("--batch", type=int, default=256, help="instances per solver (default 256)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=_demo)
-    _add_warcraft_commands(commands)
+    for add in SUBCOMMANDS:
+        add(commands)
     return parser
 
 
+def _message(error: BaseException) -> str:
+    """One line for a user's error (a KeyError's message without the quotes repr adds)."""
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``combgrad`` console script."""
+    """Entry point of the ``combgrad`` console script; returns the exit status.
+
+    Example:
+        >>> main(["warcraft", "--lr", "inf", "--out", "unused"])
+        2
+    """
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return int(args.run(args))
+    except USER_ERRORS as error:
+        print(f"combgrad {args.command}: error: {_message(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -60,6 +60,68 @@ def test_warcraft_reports_bad_settings(tmp_path: Path, capsys) -> None:
         cli.main(["warcraft", "--size", "13"])
 
 
+def _one_error_line(capsys, command: str) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"combgrad {command}: error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_warcraft_refuses_a_bad_learning_rate_before_any_work(tmp_path: Path, capsys, value: str) -> None:
+    """Guards issue 8 (smaller defects): ``--lr inf`` was accepted and failed after data generation."""
+    assert cli.main(["warcraft", "--out", str(tmp_path / "run"), "--lr", value]) == 2
+    assert "lr must be a finite number > 0" in _one_error_line(capsys, "warcraft")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_warcraft_refuses_a_missing_cuda_device(tmp_path: Path, capsys) -> None:
+    """Guards issue 8 (smaller defects): ``--device cuda`` without CUDA was an AssertionError traceback."""
+    assert cli.main(["warcraft", "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _one_error_line(capsys, "warcraft")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x80\x04K\x01."])
+def test_warcraft_resume_reports_an_unusable_checkpoint_in_one_line(tmp_path: Path, capsys, content: bytes) -> None:
+    """Guards issue 8 item 2: an empty, truncated or foreign checkpoint gave a traceback."""
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    assert cli.main(["warcraft", "--out", str(tmp_path), "--resume", "--n", "4", "--quiet"]) == 2
+    line = _one_error_line(capsys, "warcraft")
+    assert f"cannot resume from {tmp_path / 'checkpoint.pt'}" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_warcraft_names_a_corrupt_data_file(tmp_path: Path, capsys) -> None:
+    """Guards issue 8 (smaller defects): a 0-byte .npy gave an EOFError traceback."""
+    assert cli.main(["warcraft-data", "--n", "2", "--n-val", "1", "--n-test", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    (tmp_path / "12x12" / "train_maps.npy").write_bytes(b"")
+    assert cli.main(["warcraft", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "train_maps.npy" in _one_error_line(capsys, "warcraft")
+
+
+def test_warcraft_data_reports_bad_counts(tmp_path: Path, capsys) -> None:
+    assert cli.main(["warcraft-data", "--n", "-1", "--out", str(tmp_path)]) == 2
+    assert "count must be an integer >= 0" in _one_error_line(capsys, "warcraft-data")
+    assert cli.main(["warcraft-data", "--parts", "0", "--n", "1", "--out", str(tmp_path)]) == 2
+    assert "parts must be an integer >= 1" in _one_error_line(capsys, "warcraft-data")
+
+
+def test_each_subcommand_is_one_parser_function() -> None:
+    """The subcommands come from SUBCOMMANDS, so one more (``combgrad list``) is one more entry."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    for add in cli.SUBCOMMANDS:
+        add(commands)
+    assert sorted(commands.choices) == ["demo", "warcraft", "warcraft-data"]
+    assert sorted(cli.build_parser()._subparsers._group_actions[0].choices) == ["demo", "warcraft", "warcraft-data"]
+
+
 @pytest.mark.slow
 def test_warcraft_runs_end_to_end_with_tiny_settings(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"

@@ -262,3 +262,76 @@ def test_shortest_paths_match_the_registry_solver() -> None:
     weights = np.random.default_rng(3).uniform(0.5, 9.0, size=(8, 6, 6)).astype(np.float16)
     expected = cg.solvers.get("shortest_path")(torch.from_numpy(weights.astype(np.float64))).numpy()
     np.testing.assert_array_equal(wd.shortest_paths(weights), expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "pickled"])
+def test_corrupt_files_are_named_with_a_value_error(tmp_path: Path, damage: str) -> None:
+    """Guards issue 8 (smaller defects): a 0-byte .npy gave a bare EOFError."""
+    wd.write_dataset(tmp_path, 12, {"val": wd.generate_split(12, 2, seed=0, split="val")})
+    target = tmp_path / "12x12" / "val_vertex_weights.npy"
+    content = target.read_bytes()
+    target.write_bytes({"empty": b"", "truncated": content[: len(content) // 2],
+                        "pickled": __import__("pickle").dumps([1, 2])}[damage])
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match=r"warcraft: cannot read .*val_vertex_weights\.npy as a \.npy array"):
+            wd.load_split(tmp_path, 12, "val", mmap=mmap)
+
+
+@pytest.mark.parametrize("field", ["shortest_paths", "vertex_weights"])
+def test_complex_values_are_refused(tmp_path: Path, field: str) -> None:
+    """Guards issue 8 (smaller defects): a complex paths file passed the 0/1 check
+    (numpy compares complex numbers by their real part)."""
+    split = wd.generate_split(12, 2, seed=0, split="val")
+    arrays = {name: getattr(split, name) for name in wd.FIELDS}
+    arrays[field] = arrays[field].astype(np.complex64)
+    wd.write_dataset(tmp_path, 12, {"val": wd.WarcraftSplit(**arrays)})
+    with pytest.raises(ValueError, match=rf"val_{field}\.npy must hold real numbers, got dtype complex64"):
+        wd.load_split(tmp_path, 12, "val")
+
+
+def test_folders_respect_the_umask(tmp_path: Path) -> None:
+    """Guards issue 8 (smaller defects): write_dataset made its folder with mode 0700 (mkdtemp's)."""
+    previous = os.umask(0o022)
+    try:
+        folder = wd.write_dataset(tmp_path / "root", 12, {"test": wd.generate_split(12, 1, split="test")})
+    finally:
+        os.umask(previous)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "test_maps.npy").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_killed_writer_leaves_debris_that_the_next_write_removes(tmp_path: Path) -> None:
+    """Guards issue 8 (smaller defects): a SIGKILLed warcraft-data left a hidden
+    ``.12x12.partial-*`` folder that was never cleaned up."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent(f"""
+        import time
+        from combgrad.tasks.warcraft import data as wd
+        real_save = wd._save
+        def slow_save(path, array):
+            real_save(path, array)
+            time.sleep(60)  # stop after the first file: the test kills us here
+        wd._save = slow_save
+        wd.generate_dataset({str(tmp_path)!r}, 12, n_train=2, n_val=1, n_test=1)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.endswith(".npy") for p in tmp_path.glob(".12x12.partial-*/*")):
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer never started writing"
+            time.sleep(0.1)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    debris = list(tmp_path.glob(".12x12.partial-*"))
+    assert len(debris) == 1 and not (tmp_path / "12x12").exists()
+    # A writer that is still running keeps its staging folder.
+    alive = tmp_path / f".12x12.partial-{debris[0].name.split('-')[1]}-{os.getpid()}-live"
+    alive.mkdir()
+    wd.generate_dataset(tmp_path, 12, n_train=2, n_val=1, n_test=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["12x12", alive.name])

@@ -77,10 +77,10 @@ def test_bad_options_raise() -> None:
         wm.DirectCNN(12, backbone="vit")
 
 
-def test_normalise_layout_and_statistics() -> None:
+def test_standardise_layout_and_statistics() -> None:
     maps = torch.randint(0, 256, (2, 16, 24, 3), dtype=torch.uint8)
     mean = torch.tensor([10.0, 20.0, 30.0])
     std = torch.tensor([2.0, 4.0, 5.0])
-    images = wm.normalise(maps, mean, std)
+    images = wm.standardise(maps, mean, std)
     assert images.shape == (2, 3, 16, 24) and images.dtype == torch.float32
     torch.testing.assert_close(images[1, 2, 3, 4], (maps[1, 3, 4, 2].float() - 30.0) / 5.0)

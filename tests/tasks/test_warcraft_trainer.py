@@ -1,135 +1,27 @@
-"""Tests of combgrad/tasks/warcraft/trainer.py: metrics, configuration, training, resume."""
+"""Tests of combgrad/tasks/warcraft/trainer.py: training, resume, and errors before any work."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import os
+import pickle
 from pathlib import Path
 
-import networkx as nx
-import numpy as np
 import pytest
 import torch
 
-import combgrad as cg
+from combgrad.tasks.warcraft import config as wc
 from combgrad.tasks.warcraft import data as wd
 from combgrad.tasks.warcraft import trainer as wt
 
 
-def _networkx_connects(mask: np.ndarray) -> bool:
-    cells = [tuple(cell) for cell in np.argwhere(mask > 0)]
-    graph = nx.Graph()
-    graph.add_nodes_from(cells)
-    for a, b in itertools.combinations(cells, 2):
-        if max(abs(a[0] - b[0]), abs(a[1] - b[1])) == 1:
-            graph.add_edge(a, b)
-    end = (mask.shape[0] - 1, mask.shape[1] - 1)
-    return (0, 0) in graph and end in graph and nx.has_path(graph, (0, 0), end)
-
-
-@pytest.mark.parametrize("density", [0.35, 0.5, 0.65])
-def test_connects_corners_against_networkx(density: float) -> None:
-    rng = np.random.default_rng(int(100 * density))
-    masks = (rng.random((200, 6, 7)) < density).astype(np.float32)
-    expected = np.array([_networkx_connects(mask) for mask in masks])
-    assert 0 < expected.sum() < len(expected)
-    np.testing.assert_array_equal(wt.connects_corners(torch.from_numpy(masks)).numpy(), expected)
-
-
-def test_path_metrics_count_ties_as_cost_optimal() -> None:
-    weights = torch.ones(1, 3, 3, dtype=torch.float64)
-    weights[0, 1, 1] = 5.0  # two optimal paths: around the centre on either side
-    true = torch.tensor([[[1, 1, 0], [0, 0, 1], [0, 0, 1]]], dtype=torch.float32)
-    other = torch.tensor([[[1, 0, 0], [1, 0, 0], [0, 1, 1]]], dtype=torch.float32)
-    through = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 1]]], dtype=torch.float32)
-    metrics = wt.path_metrics(torch.cat([true, other, through]), true.expand(3, 3, 3), weights.expand(3, 3, 3))
-    assert metrics["exact"].tolist() == [True, False, False]
-    assert metrics["cost_optimal"].tolist() == [True, True, False]
-    assert metrics["regret"].tolist() == [0.0, 0.0, 3.0]
-    assert metrics["valid"].all()
-
-
-def test_path_metrics_reject_masks_that_are_not_paths() -> None:
-    weights = torch.ones(2, 3, 3, dtype=torch.float64)
-    true = torch.eye(3).expand(2, 3, 3)
-    # The empty mask is cheaper than any path and the broken one is as cheap as the optimum.
-    masks = torch.stack([torch.zeros(3, 3), torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 1, 1]])])
-    metrics = wt.path_metrics(masks, true, weights)
-    assert metrics["valid"].tolist() == [False, False]
-    assert metrics["cost_optimal"].tolist() == [False, False]
-    assert torch.isnan(metrics["regret"]).all()
-    summary = wt.summarise(metrics)
-    assert summary["valid"] == 0.0 and np.isnan(summary["regret"])
-
-
-def test_path_metrics_tolerance_is_relative() -> None:
-    weights = torch.full((1, 2, 2), 1000.0, dtype=torch.float64)
-    true = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    longer = torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])
-    cheap = weights.clone()
-    cheap[0, 0, 1] = 1e-4  # the longer path costs 1e-4 more: 5e-8 relative, inside 1e-6
-    assert bool(wt.path_metrics(longer, true, cheap)["cost_optimal"])
-    cheap[0, 0, 1] = 0.01  # 5e-6 relative: outside
-    assert not bool(wt.path_metrics(longer, true, cheap)["cost_optimal"])
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_normalise_costs_keeps_the_paths_and_fixes_the_scale(seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    costs = torch.rand(20, 12, 12, generator=generator, dtype=torch.float64) * 9 + 0.1
-    scaled = costs * torch.rand(20, 1, 1, generator=generator, dtype=torch.float64) * 100
-    normalised = wt.normalise_costs(scaled)
-    torch.testing.assert_close(normalised.mean(dim=(-2, -1)), torch.ones(20, dtype=torch.float64))
-    torch.testing.assert_close(normalised, wt.normalise_costs(costs))
-    solver = cg.solvers.get("shortest_path")
-    optimum = (costs * solver(costs)).sum(dim=(-2, -1))
-    torch.testing.assert_close((costs * solver(normalised)).sum(dim=(-2, -1)), optimum)
-
-
-def test_channel_statistics_match_numpy() -> None:
-    maps = torch.randint(0, 256, (7, 5, 4, 3), dtype=torch.uint8)
-    mean, std = wt.channel_statistics(maps, chunk=3)
-    reference = maps.numpy().reshape(-1, 3).astype(np.float64)
-    np.testing.assert_allclose(mean.numpy(), reference.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(std.numpy(), reference.std(0), rtol=1e-5)
-
-
-def test_timed_solver_counts_calls_and_instances() -> None:
-    timed = wt.TimedSolver(cg.solvers.get("shortest_path"))
-    y = timed(torch.rand(3, 2, 5, 5))
-    assert y.shape == (3, 2, 5, 5) and timed.calls == 1 and timed.instances == 6 and timed.seconds > 0
-    assert timed.sense == "min" and timed.event_ndim == 2
-
-
-def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="loss must be one of"):
-        wt.TrainConfig(loss="mse")
-    with pytest.raises(ValueError, match="model must be one of"):
-        wt.TrainConfig(model="vgg")
-    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
-        wt.TrainConfig(epochs=0)
-    with pytest.raises(ValueError, match="lr must be a number > 0"):
-        wt.TrainConfig(lr=0.0)
-    with pytest.raises(ValueError, match="schedule must be one of"):
-        wt.TrainConfig(schedule="step")
-    with pytest.raises(ValueError, match="direct baseline takes no estimator options"):
-        wt.TrainConfig(estimator="direct", options={"lam": 1.0})
-    with pytest.raises(ValueError, match="estimator must be one of .*'direct'.*got 'imle2'"):
-        wt.TrainConfig(estimator="imle2")
-    with pytest.raises(ValueError, match="device must be"):
-        wt.resolve_device("gpu!")
-    assert wt.TrainConfig(loss="fy").method() == "perturbation+fy"
-    assert wt.TrainConfig(estimator="blackbox", options={"lam": 3.0}).resolved_options() == {"lam": 3.0}
-    assert wt.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _tiny(out: Path, data: Path, **overrides) -> wt.TrainConfig:
+def _tiny(out: Path, data: Path, **overrides) -> wc.TrainConfig:
     settings = dict(
         out=str(out), data=str(data), n_train=16, n_val=8, n_test=8, channels=4, epochs=2,
         batch_size=8, lr=1e-2, progress=False, plots=False,
     )
     settings.update(overrides)
-    return wt.TrainConfig(**settings)
+    return wc.TrainConfig(**settings)
 
 
 @pytest.fixture(scope="module")
@@ -172,26 +64,27 @@ def test_resume_gives_the_uninterrupted_result(
     for a, b in zip(uninterrupted["history"], resumed["history"]):
         for key in ("epoch", "loss", "lr", "val", "test"):
             assert json.dumps(a[key]) == json.dumps(b[key]), key  # dumps: NaN regret equals NaN
-    first = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    second = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
-    for name, tensor in first["model"].items():
-        assert torch.equal(tensor, second["model"][name]), name
+    first = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    second = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for name, tensor in first["states"]["model"].items():
+        assert torch.equal(tensor, second["states"]["model"][name]), name
     if estimator == "aimle":
         # The estimator's adaptive state is saved, restored and continued too.
-        assert first["layer"] and all(torch.equal(v, second["layer"][k]) for k, v in first["layer"].items())
+        first_layer, second_layer = first["states"]["layer"], second["states"]["layer"]
+        assert first_layer and all(torch.equal(v, second_layer[k]) for k, v in first_layer.items())
     written = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert written["final"]["test"]["cost_optimal"] == uninterrupted["final"]["test"]["cost_optimal"]
 
 
 def test_resume_refuses_a_different_configuration(tmp_path: Path, tiny_data: Path) -> None:
     wt.train(_tiny(tmp_path, tiny_data, estimator="blackbox", epochs=1), log=lambda line: None)
-    with pytest.raises(ValueError, match=r"configuration differs in \['estimator'\]"):
+    with pytest.raises(ValueError, match=r"cannot resume from .*checkpoint\.pt: its configuration differs in \['estimator'\]"):
         wt.train(_tiny(tmp_path, tiny_data, estimator="ste", epochs=1, resume=True), log=lambda line: None)
 
 
 @pytest.mark.slow
 def test_train_end_to_end_on_generated_data(tmp_path: Path) -> None:
-    config = wt.TrainConfig(
+    config = wc.TrainConfig(
         out=str(tmp_path), n_train=24, n_val=8, n_test=8, channels=4, epochs=1, batch_size=12,
         estimator="imle", progress=True, plots=True,
     )
@@ -203,9 +96,78 @@ def test_train_end_to_end_on_generated_data(tmp_path: Path) -> None:
     assert 0.0 <= metrics["final"]["test"]["cost_optimal"] <= 1.0
     assert metrics["final"]["test"]["valid"] == 1.0  # solver outputs are always paths
     assert 0.0 < metrics["timing"]["solver_share"] < 1.0
-    assert metrics["config"]["options"]["lam"] == wt.ESTIMATOR_DEFAULTS["imle"]["lam"]
+    assert metrics["config"]["options"]["lam"] == wc.ESTIMATOR_DEFAULTS["imle"]["lam"]
     assert result["history"][0]["epoch"] == 1
     # A second run with the same settings reuses the cached data set.
     lines: list[str] = []
     wt.train(config, log=lines.append)
     assert not any("generated" in line for line in lines)
+
+
+def test_the_papers_schedule_and_the_resnet_resume_with_a_safe_load(tmp_path: Path, tiny_data: Path) -> None:
+    """Guards issue 8 item 2: every state of a run (MultiStepLR's milestones, batch-norm
+    buffers, all random states) loads with ``weights_only=True``."""
+    config = _tiny(tmp_path, tiny_data, estimator="blackbox", model="resnet", schedule="papers", epochs=1)
+    wt.train(config, log=lambda line: None)
+    content = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert content["epoch"] == 1 and isinstance(content["rng"]["numpy"]["key"], torch.Tensor)
+    lines: list[str] = []
+    again = wt.train(_tiny(tmp_path, tiny_data, estimator="blackbox", model="resnet", schedule="papers",
+                           epochs=1, resume=True), log=lines.append)
+    assert any("resuming" in line for line in lines) and len(again["history"]) == 1
+
+
+class _Payload:
+    """A pickle that, when unpickled, writes a marker file (stands in for any code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def _checkpoint_files(tmp_path: Path) -> dict[str, bytes]:
+    """The kinds of unusable checkpoint.pt the issue names, as file contents."""
+    import io
+
+    planted = io.BytesIO()
+    torch.save({"config": {}, "payload": _Payload(tmp_path / "pwned")}, planted)
+    foreign = io.BytesIO()
+    torch.save(torch.nn.Linear(2, 2).state_dict(), foreign)  # a valid torch file of something else
+    good = io.BytesIO()
+    torch.save({"format": "combgrad.tasks.checkpoint/1", "epoch": 1}, good)  # missing keys
+    return {
+        "malicious": planted.getvalue(),
+        "pickle": pickle.dumps(_Payload(tmp_path / "pwned")),
+        "empty": b"",
+        "truncated": planted.getvalue()[: len(planted.getvalue()) // 2],
+        "foreign": foreign.getvalue(),
+        "missing keys": good.getvalue(),
+    }
+
+
+@pytest.mark.parametrize("kind", ["malicious", "pickle", "empty", "truncated", "foreign", "missing keys"])
+def test_an_unusable_checkpoint_is_refused_naming_the_file_before_any_work(tmp_path: Path, kind: str) -> None:
+    """Guards issue 8 item 2 and the "checkpoint missing keys" defect: ``--resume`` unpickled
+    checkpoint.pt (a planted file ran its code) and a file missing keys gave ``error: config``."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(_checkpoint_files(tmp_path)[kind])
+    config = wc.TrainConfig(out=str(out), n_train=4, n_val=2, n_test=2, estimator="blackbox", resume=True,
+                            progress=False, plots=False)
+    with pytest.raises(ValueError, match=r"warcraft: cannot resume from .*run/checkpoint\.pt: ") as caught:
+        wt.train(config, log=lambda line: None)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "pwned").exists()  # the planted code never ran
+    # Refused before any work: no synthetic data generated, no metrics written.
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_cuda_device_is_refused_before_any_work(tmp_path: Path) -> None:
+    """Guards issue 8 (smaller defects): ``--device cuda`` without CUDA was an AssertionError traceback."""
+    config = wc.TrainConfig(out=str(tmp_path / "run"), device="cuda", n_train=4, n_val=2, n_test=2)
+    with pytest.raises(ValueError, match="warcraft: device 'cuda' was asked for, but CUDA is not available"):
+        wt.train(config, log=lambda line: None)
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 """The Warcraft shortest-path task: data (synthetic generator, original-format loader),
-CNNs, and the trainer behind ``combgrad warcraft``."""
+CNNs, configuration, batching, evaluation and the trainer behind ``combgrad warcraft``."""
 
+from .config import DIRECT, ESTIMATOR_DEFAULTS, FENCHEL_YOUNG_DEFAULTS, TrainConfig
 from .data import (
     COST_LEVELS,
     SIZES,
@@ -12,11 +13,15 @@ from .data import (
     shortest_paths,
     write_dataset,
 )
-from .model import DirectCNN, ResNetStemCNN, SmallCNN, build_model
-from .trainer import Predictor, TrainConfig, path_metrics, train
+from .evaluation import Predictor, connects_corners, normalise_costs, path_metrics
+from .model import DirectCNN, ResNetStemCNN, SmallCNN, build_model, standardise
+from .trainer import train
 
 __all__ = [
     "COST_LEVELS",
+    "DIRECT",
+    "ESTIMATOR_DEFAULTS",
+    "FENCHEL_YOUNG_DEFAULTS",
     "SIZES",
     "DirectCNN",
     "Predictor",
@@ -25,12 +30,15 @@ __all__ = [
     "TrainConfig",
     "WarcraftSplit",
     "build_model",
+    "connects_corners",
     "generate_dataset",
     "generate_split",
     "load_split",
+    "normalise_costs",
     "optimum_is_unique",
     "path_metrics",
     "shortest_paths",
+    "standardise",
     "train",
     "write_dataset",
 ]

@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..._checks import check_positive_int
 from ...solvers import get as get_solver
+from .._training.files import atomic_folder
 
 TILE = 8
 """Pixels per tile side, as in the original data."""
@@ -107,6 +107,17 @@ class WarcraftSplit:
 
     def __len__(self) -> int:
         return int(self.vertex_weights.shape[0])
+
+    def head(self, count: int | None) -> WarcraftSplit:
+        """The first ``count`` maps (all of them if ``count`` is None or larger).
+
+        Example:
+            >>> len(generate_split(12, 3).head(2)), len(generate_split(12, 3).head(None))
+            (2, 3)
+        """
+        if count is None or count >= len(self):
+            return self
+        return WarcraftSplit(self.maps[:count], self.vertex_weights[:count], self.shortest_paths[:count])
 
 
 # ----------------------------------------------------------------------------- generator
@@ -255,12 +266,9 @@ def generate_split(size: int, count: int, *, seed: int = 0, split: str = "train"
         >>> int(split.shortest_paths[0, 0, 0]), int(split.shortest_paths[0, -1, -1])
         (1, 1)
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(f"warcraft: size must be an integer >= 2, got {size!r}")
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-        raise ValueError(f"warcraft: count must be an integer >= 0, got {count!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"warcraft: seed must be an integer >= 0, got {seed!r}")
+    check_positive_int("warcraft", "size", size, minimum=2)
+    check_positive_int("warcraft", "count", count, minimum=0)
+    check_positive_int("warcraft", "seed", seed, minimum=0)
     levels = np.asarray(COST_LEVELS, dtype=np.float16)
     maps, weights = [], []
     for chunk, start in enumerate(range(0, count, _MAPS_PER_CHUNK)):
@@ -353,10 +361,12 @@ def write_dataset(
 ) -> Path:
     """Write ``splits`` to ``root/{size}x{size}/`` in the original format, atomically.
 
-    Everything is written to a hidden temporary folder next to the target and renamed
-    into place at the end, so a killed run never leaves a half-written split behind:
-    the folder either holds the complete new data set or does not exist (or, without
-    ``overwrite``, keeps its old content).
+    Everything is written to a hidden staging folder next to the target and renamed
+    into place at the end (:func:`~combgrad.tasks._training.files.atomic_folder`), so
+    a killed run never leaves a half-written split behind: the folder either holds
+    the complete new data set or does not exist (or, without ``overwrite``, keeps its
+    old content). A killed writer's staging folder is removed by the next write.
+    Folders are made with the user's umask, like any other.
 
     Args:
         root: Data root; the data go to ``root/{size}x{size}/``.
@@ -381,17 +391,14 @@ def write_dataset(
         >>> sorted(p.name for p in folder.iterdir())
         ['test_maps.npy', 'test_shortest_paths.npy', 'test_vertex_weights.npy']
     """
-    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
-        raise ValueError(f"warcraft: parts must be an integer >= 1, got {parts!r}")
+    check_positive_int("warcraft", "parts", parts)
     for name, split in splits.items():
         if split.size != size:
             raise ValueError(f"warcraft: split {name!r} must have size {size}, got size {split.size}")
     folder = _size_folder(root, size)
     if folder.exists() and not overwrite:
         raise FileExistsError(f"warcraft: {folder} already exists; pass overwrite=True to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    try:
+    with atomic_folder(folder, overwrite=overwrite) as staging:
         for name, split in splits.items():
             for field in FIELDS:
                 array = getattr(split, field)
@@ -402,16 +409,6 @@ def write_dataset(
                     _save(staging / f"{name}_{field}.npy", array)
         if meta is not None:
             (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if folder.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, retired / folder.name)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 
@@ -491,7 +488,7 @@ def _load_field(folder: Path, split: str, field: str, mmap: bool) -> tuple[np.nd
     single = folder / f"{split}_{field}.npy"
     if single.is_file():
         return _load_file(single, mmap), single.name
-    parts = []
+    parts: list[Path] = []
     while (folder / f"{split}_{field}_part{len(parts)}.npy").is_file():
         parts.append(folder / f"{split}_{field}_part{len(parts)}.npy")
     if not parts:
@@ -510,9 +507,15 @@ def _load_field(folder: Path, split: str, field: str, mmap: bool) -> tuple[np.nd
 
 def _load_file(path: Path, mmap: bool) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except ValueError as error:
-        raise ValueError(f"warcraft: cannot read {path}: {error}") from error
+        array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, EOFError, OSError) as error:
+        # An empty file raises EOFError, a truncated one ValueError or OSError,
+        # a pickle ValueError (allow_pickle=False): all mean "not a .npy array".
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"warcraft: cannot read {path} as a .npy array ({reason}); is the file complete?") from error
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise ValueError(f"warcraft: {path} must hold one .npy array, got {type(array).__name__}")
+    return array
 
 
 def load_split(root: str | os.PathLike, size: int, split: str, *, mmap: bool = False) -> WarcraftSplit:
@@ -565,8 +568,11 @@ def load_split(root: str | os.PathLike, size: int, split: str, *, mmap: bool = F
                 f"warcraft: {folder / name} must have shape [N={count}, {size}, {size}] "
                 f"matching {maps_name}, got {array.shape}"
             )
-    if not np.issubdtype(weights.dtype, np.floating) and not np.issubdtype(weights.dtype, np.integer):
-        raise ValueError(f"warcraft: {folder / weights_name} must be numeric, got dtype {weights.dtype}")
+    # Real numbers only: numpy compares complex values by their real part, so a
+    # complex file would otherwise pass the value checks below.
+    for name, array, kinds in ((weights_name, weights, "fiu"), (paths_name, paths, "fiub")):
+        if array.dtype.kind not in kinds:
+            raise ValueError(f"warcraft: {folder / name} must hold real numbers, got dtype {array.dtype}")
     if count and (not np.all(np.isfinite(weights)) or float(np.min(weights)) < 0):
         raise ValueError(f"warcraft: {folder / weights_name} must hold finite costs >= 0")
     if count and not np.isin(np.unique(paths), (0, 1)).all():

@@ -9,8 +9,8 @@
 * :class:`DirectCNN` is the papers' baseline without a solver: it predicts the
   logits of the path mask, to be trained with a per-cell binary cross-entropy.
 
-All take ``[B, 3, 8k, 8k]`` float images (normalised; see :func:`normalise`) and
-return ``[B, k, k]``.
+All take ``[B, 3, 8k, 8k]`` float images (standardised per channel; see
+:func:`standardise`) and return ``[B, k, k]``.
 
 References:
     K. He, X. Zhang, S. Ren, J. Sun. Deep Residual Learning for Image Recognition.
@@ -178,7 +178,7 @@ class DirectCNN(nn.Module):
         width = check_positive_int("DirectCNN", "channels", width)
         self.backbone = (SmallCNN if backbone == "small" else ResNetStemCNN)(size, channels=width)
         if isinstance(self.backbone, SmallCNN):
-            self.backbone.head = nn.Identity()  # only its features are used: no unused parameters
+            self.backbone.head = nn.Sequential()  # only its features are used: no unused parameters
         layers: list[nn.Module] = []
         for dilation in (1, 2, 4, 8):
             layers += [
@@ -217,8 +217,12 @@ def build_model(kind: str, size: int, *, direct: bool = False, channels: int | N
     return (SmallCNN if kind == "small" else ResNetStemCNN)(size, channels=width)
 
 
-def normalise(maps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``[B, H, W, 3]`` uint8 maps to ``[B, 3, H, W]`` float images with per-channel statistics.
+def standardise(maps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, 3]`` uint8 maps to ``[B, 3, H, W]`` float images, standardised per channel.
+
+    Each channel has the training maps' mean subtracted and is divided by their
+    standard deviation. (The task's other rescaling, of the predicted costs, is
+    :func:`~.evaluation.normalise_costs`.)
 
     Args:
         maps: ``[B, H, W, 3]`` uint8 (or float) RGB maps.
@@ -227,7 +231,7 @@ def normalise(maps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
 
     Example:
         >>> maps = torch.full((1, 16, 16, 3), 100, dtype=torch.uint8)
-        >>> normalise(maps, torch.full((3,), 90.0), torch.full((3,), 5.0))[0, :, 0, 0]
+        >>> standardise(maps, torch.full((3,), 90.0), torch.full((3,), 5.0))[0, :, 0, 0]
         tensor([2., 2., 2.])
     """
     images = maps.permute(0, 3, 1, 2).to(torch.float32)

@@ -1,40 +1,17 @@
-"""PNG plots of a Warcraft run: sample maps with their paths, and training curves.
+"""The Warcraft plot: sample test maps with their true and predicted paths and costs.
 
-matplotlib runs on its non-interactive "Agg" backend, so the plots work without a
-display; files are written to a temporary name and renamed into place.
+The training curves are the shared :func:`combgrad.tasks._training.plots.plot_curves`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from .._training.plots import pyplot, save_figure
 from .data import TILE
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        figure.savefig(temporary, dpi=100, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
 
 
 def _path_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +55,7 @@ def plot_paths(
         ...            s.vertex_weights, out).exists()
         True
     """
-    plt = _figure()
+    plt = pyplot()
     count = len(maps)
     figure, axes = plt.subplots(count, 3, figsize=(9.6, 3.2 * count), squeeze=False)
     for row in range(count):
@@ -104,56 +81,4 @@ def plot_paths(
     if title:
         figure.suptitle(title)
     figure.tight_layout(rect=(0, 0, 1, 0.985 if title else 1))
-    try:
-        return _save(figure, path)
-    finally:
-        plt.close(figure)
-
-
-def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Training loss and val/test cost-optimal and exact-match rates per epoch.
-
-    Args:
-        history: Per-epoch records with ``epoch``, ``loss`` and ``val``/``test`` dicts
-            holding ``cost_optimal`` and ``exact`` (as :func:`~.trainer.train` writes).
-        path: The PNG file to write.
-        title: Figure title.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> rates = {"cost_optimal": 0.5, "exact": 0.2}
-        >>> history = [{"epoch": 1, "loss": 3.0, "val": rates, "test": rates}]
-        >>> plot_curves(history, pathlib.Path(tempfile.mkdtemp()) / "curves.png").exists()
-        True
-    """
-    plt = _figure()
-    epochs = [record["epoch"] for record in history]
-    figure, (loss_axis, rate_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    loss_axis.plot(epochs, [record["loss"] for record in history], marker="o")
-    loss_axis.set_xlabel("epoch")
-    loss_axis.set_ylabel("training loss")
-    loss_axis.grid(alpha=0.3)
-    for split, colour in (("val", "tab:blue"), ("test", "tab:orange")):
-        rate_axis.plot(
-            epochs, [record[split]["cost_optimal"] for record in history], marker="o", color=colour,
-            label=f"{split} cost-optimal",
-        )
-        rate_axis.plot(
-            epochs, [record[split]["exact"] for record in history], marker=".", linestyle="--", color=colour,
-            label=f"{split} exact match",
-        )
-    rate_axis.set_xlabel("epoch")
-    rate_axis.set_ylabel("rate")
-    rate_axis.set_ylim(0, 1.02)
-    rate_axis.grid(alpha=0.3)
-    rate_axis.legend(fontsize=8, loc="center right")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    try:
-        return _save(figure, path)
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path)

@@ -1,0 +1,42 @@
+"""Run infrastructure shared by every task: the training loop, checkpoints and resume,
+random state, learning-rate schedules, devices, solver timing, metrics, plots and
+atomic writes. Nothing here knows about any one task.
+"""
+
+from .checkpoint import FORMAT, Checkpoint, Stateful
+from .devices import resolve_device
+from .files import atomic_folder, atomic_torch_save, atomic_write, atomic_write_json, clean_stale, json_safe
+from .loop import Progress, optimise_epoch, run_epochs
+from .metrics import share, summarise, totals
+from .plots import plot_curves, pyplot, save_figure
+from .randomness import rng_state, seed_everything, set_rng_state
+from .schedules import SCHEDULES, learning_rate_schedule
+from .timing import TimedSolver
+
+__all__ = [
+    "FORMAT",
+    "SCHEDULES",
+    "Checkpoint",
+    "Progress",
+    "Stateful",
+    "TimedSolver",
+    "atomic_folder",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_json",
+    "clean_stale",
+    "json_safe",
+    "learning_rate_schedule",
+    "optimise_epoch",
+    "plot_curves",
+    "pyplot",
+    "resolve_device",
+    "rng_state",
+    "run_epochs",
+    "save_figure",
+    "seed_everything",
+    "set_rng_state",
+    "share",
+    "summarise",
+    "totals",
+]

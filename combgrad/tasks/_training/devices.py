@@ -1,0 +1,43 @@
+"""Where a run computes: the ``device`` setting turned into a torch device that exists here."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device: str, *, owner: str = "run") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; any other name must be a device present here.
+
+    The check happens before any work, so ``--device cuda`` on a machine without
+    CUDA fails at once with a one-line reason instead of a traceback deep in the run.
+
+    Raises:
+        ValueError: If ``device`` is not a device name, or names a device this machine lacks.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{owner}: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{owner}: device {device!r} was asked for, but CUDA is not available here; use cpu or auto")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"{owner}: device must be one of cuda:0..cuda:{count - 1} here, got {device!r}")
+    elif resolved.type == "meta":
+        raise ValueError(f"{owner}: device must hold values (cpu, cuda, ...), got {device!r}")
+    elif resolved.type != "cpu":
+        try:
+            torch.empty(0, device=resolved)  # mps, xpu, ...: ask the backend itself
+        except (RuntimeError, AssertionError) as error:
+            raise ValueError(f"{owner}: device {device!r} is not available here ({error})") from error
+    return resolved
+
+
+__all__ = ["resolve_device"]

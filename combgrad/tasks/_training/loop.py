@@ -1,0 +1,139 @@
+"""The training loop: optimisation steps within an epoch, and epochs with evaluation,
+checkpoints, resume, a progress bar and an ``on_epoch_end`` hook.
+
+A task supplies what is its own (how a batch gives a loss, how a model is
+evaluated, which states a checkpoint holds) and :func:`run_epochs` does the rest
+the same way for every task: after each epoch it appends one record to the
+history, writes the checkpoint, logs one line when there is no progress bar, and
+calls ``on_epoch_end``. An exception raised there stops the run as a kill would;
+the checkpoint written just before lets a resumed run continue to the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import torch
+
+
+class Progress(Protocol):
+    """The part of a tqdm bar the loop uses."""
+
+    def update(self, n: int = 1) -> Any: ...  # noqa: D102
+
+    def set_postfix(self, **values: Any) -> Any: ...  # noqa: D102
+
+
+def optimise_epoch(
+    batches: Iterable[Sequence[torch.Tensor]],
+    loss_of: Callable[[Sequence[torch.Tensor]], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: Progress,
+) -> float:
+    """One pass of optimisation steps; returns the example-weighted mean loss.
+
+    Args:
+        batches: Tuples of tensors; the first tensor's first dim is the batch size.
+        loss_of: Scalar loss of one batch (a mean over its examples).
+        optimizer: Stepped after each backward pass.
+        scheduler: Stepped after each optimisation step.
+        progress: Advanced by one per step, showing the running mean loss.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> weight = torch.zeros(1, requires_grad=True)
+        >>> optimizer = torch.optim.SGD([weight], lr=0.5)
+        >>> scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        >>> bar = SimpleNamespace(update=lambda n=1: None, set_postfix=lambda **values: None)
+        >>> batches = [(torch.ones(2),), (torch.ones(4),)]
+        >>> optimise_epoch(batches, lambda b: ((weight - b[0]) ** 2).mean(), optimizer, scheduler, bar)
+        0.3333333333333333
+        >>> weight.item()  # the first step's loss 1 (2 examples) moved it; the second's is 0 (4 examples)
+        1.0
+    """
+    loss_sum, seen = 0.0, 0
+    for batch in batches:
+        loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        count = len(batch[0])
+        loss_sum += float(loss.detach()) * count
+        seen += count
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss_sum / seen:.3f}")
+    return loss_sum / max(seen, 1)
+
+
+def run_epochs(
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    train_epoch: Callable[[int, Progress], dict[str, Any]],
+    evaluate: Callable[[int], dict[str, Any]],
+    save: Callable[[int, list[dict[str, Any]]], None],
+    describe: Callable[[dict[str, Any]], str],
+    postfix: Callable[[dict[str, Any]], dict[str, str]] | None = None,
+    start_epoch: int = 0,
+    history: Sequence[dict[str, Any]] = (),
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run epochs ``start_epoch + 1 .. epochs``; return the whole history.
+
+    Args:
+        epochs: The run's total number of epochs.
+        steps_per_epoch: Optimisation steps per epoch (the progress bar's unit).
+        train_epoch: ``train_epoch(epoch, progress)`` trains epoch ``epoch`` (from 0)
+            and returns its record's training fields (loss, lr, timings, ...).
+        evaluate: ``evaluate(epoch)`` returns the record's evaluation fields.
+        save: ``save(finished_epochs, history)`` writes the checkpoint.
+        describe: The one-line summary of a record (logged without a progress bar).
+        postfix: The progress bar's postfix after an epoch (default: unchanged).
+        start_epoch: Epochs already finished (a resumed run's).
+        history: Their records.
+        progress: Show a tqdm bar; else log ``describe(record)`` per epoch.
+        log: Where log lines go.
+        on_epoch_end: Called as ``on_epoch_end(epoch, record)`` (epoch from 1)
+            after the checkpoint is written.
+
+    Returns:
+        One record per epoch: ``{"epoch": n, **training fields, **evaluation fields}``.
+
+    Example:
+        >>> records = run_epochs(
+        ...     epochs=2, steps_per_epoch=1, train_epoch=lambda epoch, bar: {"loss": 1.0 / (epoch + 1)},
+        ...     evaluate=lambda epoch: {"accuracy": 0.5}, save=lambda epoch, history: None,
+        ...     describe=str, progress=False, log=lambda line: None)
+        >>> [record["loss"] for record in records], records[-1]["epoch"]
+        ([1.0, 0.5], 2)
+    """
+    from tqdm.auto import tqdm
+
+    history = list(history)
+    bar = tqdm(
+        total=(epochs - start_epoch) * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True
+    )
+    try:
+        for epoch in range(start_epoch, epochs):
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            record: dict[str, Any] = {"epoch": epoch + 1, **train_epoch(epoch, bar)}
+            record.update(evaluate(epoch))
+            history.append(record)
+            if postfix is not None:
+                bar.set_postfix(**postfix(record))
+            save(epoch + 1, history)
+            if not progress:
+                log(describe(record))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, record)
+    finally:
+        bar.close()
+    return history
+
+
+__all__ = ["Progress", "optimise_epoch", "run_epochs"]

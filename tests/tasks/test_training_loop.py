@@ -1,0 +1,96 @@
+"""Tests of combgrad/tasks/_training/loop.py, schedules.py, devices.py, timing.py and metrics.py."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import combgrad as cg
+from combgrad.tasks import _training as tr
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_run_epochs_saves_before_the_hook_and_resumes_where_it_stopped() -> None:
+    saved: list[int] = []
+    events: list[str] = []
+
+    def train_epoch(epoch: int, bar) -> dict:
+        events.append(f"train {epoch}")
+        return {"loss": float(epoch)}
+
+    def hook(epoch: int, record: dict) -> None:
+        events.append(f"hook {epoch}")
+        if epoch == 2:
+            raise _Stop
+
+    common = dict(epochs=3, steps_per_epoch=1, train_epoch=train_epoch, evaluate=lambda epoch: {"val": epoch},
+                  save=lambda epoch, history: saved.append(epoch), describe=lambda r: f"epoch {r['epoch']}",
+                  progress=False)
+    lines: list[str] = []
+    with pytest.raises(_Stop):
+        tr.run_epochs(**common, log=lines.append, on_epoch_end=hook)
+    assert saved == [1, 2] and events == ["train 0", "hook 1", "train 1", "hook 2"] and lines == ["epoch 1", "epoch 2"]
+    history = tr.run_epochs(**common, start_epoch=2, history=[{"epoch": 1}, {"epoch": 2}], log=lines.append)
+    assert [record["epoch"] for record in history] == [1, 2, 3] and history[-1] == {"epoch": 3, "loss": 2.0, "val": 2}
+    assert saved == [1, 2, 3]
+
+
+def test_optimise_epoch_weights_the_loss_by_batch_size() -> None:
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.0)  # lr 0: the loss stays what it is
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    steps: list[int] = []
+    bar = SimpleNamespace(update=lambda n=1: steps.append(n), set_postfix=lambda **values: None)
+    batches = [(torch.full((1,), 3.0),), (torch.full((3,), 1.0),)]
+    loss = tr.optimise_epoch(batches, lambda batch: ((weight - batch[0]) ** 2).mean(), optimizer, scheduler, bar)
+    assert loss == pytest.approx((1 * 9.0 + 3 * 1.0) / 4) and steps == [1, 1]
+
+
+def test_schedules() -> None:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    cosine = tr.learning_rate_schedule(optimizer, "cosine", epochs=2, steps_per_epoch=2)
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        cosine.step()
+    assert rates == pytest.approx([1.0, 0.8535534, 0.5, 0.1464466])
+    with pytest.raises(ValueError, match="schedule: name must be one of"):
+        tr.learning_rate_schedule(optimizer, "step", epochs=1, steps_per_epoch=1)
+
+
+def test_devices() -> None:
+    assert tr.resolve_device("cpu") == torch.device("cpu")
+    assert tr.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="warcraft: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu!'"):
+        tr.resolve_device("gpu!", owner="warcraft")
+    with pytest.raises(ValueError, match="device must hold values"):
+        tr.resolve_device("meta")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device must be one of cuda:0"):
+            tr.resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        # Guards issue 8 (smaller defects): this was an AssertionError traceback.
+        with pytest.raises(ValueError, match="CUDA is not available here"):
+            tr.resolve_device("cuda:0")
+
+
+def test_timed_solver_counts_calls_and_instances() -> None:
+    timed = tr.TimedSolver(cg.solvers.get("shortest_path"))
+    y = timed(torch.rand(3, 2, 5, 5))
+    assert y.shape == (3, 2, 5, 5) and timed.calls == 1 and timed.instances == 6 and timed.seconds > 0
+    assert timed.sense == "min" and timed.event_ndim == 2 and timed.name == "shortest_path"
+    topk = tr.TimedSolver(cg.solvers.get("topk", k=2))
+    topk(torch.rand(4, 7))
+    assert topk.instances == 4
+
+
+def test_metrics_helpers() -> None:
+    assert tr.summarise({"a": torch.tensor([1.0, float("nan"), 3.0])}) == {"a": 2.0}
+    assert tr.totals([{"t": 1}, {"t": 2}], ["t"]) == {"t": 3.0}
+    assert tr.share(1.0, 0.0) == 0.0

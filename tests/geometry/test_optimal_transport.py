@@ -591,3 +591,22 @@ def test_empty_batch_returns_empty_results():
     assert dist.shape == (0,) and P.shape == (0, 3, 4) and C.shape == (0, 3, 4)
     assert cg.geometry.SinkhornDistance(reduction="sum")(x, y)[0].item() == 0.0
     assert cg.geometry.sinkhorn_divergence(x, y, 0.1).shape == (0,)
+
+
+def test_an_optimistic_estimate_is_not_taken_for_convergence():
+    """Guards issue 8 item 1 at the solver: on the unshifted float32 cost of clouds 300
+    apart the free error estimate reads 0 from iteration ~160 while the plan's mass is
+    ~80; the solver must report the plan's own error and that rounding stalled it."""
+    x, y = far_apart_clouds(300.0)
+    C = (torch.cdist(x, y) ** 2).unsqueeze(0)  # deliberately not shifted (the public path shifts it)
+    a = torch.full((1, 50), 0.02)
+    options = optimal_transport_module.SinkhornOptions.create("test", 1e-3, 3000, 1e-5, None)
+    solution = optimal_transport_module._solve(a, a, C, options, False)
+    assert solution.stalled and solution.iterations < 3000
+    torch.testing.assert_close(solution.error.double(), marginal_error_float64(solution.plan), rtol=1e-4, atol=0)
+    assert solution.error.item() > 1.0
+    with pytest.warns(cg.ConvergenceWarning, match=r"stalled after \d+ iterations .* solve in float64"):
+        optimal_transport_module._warn_not_converged(
+            "sinkhorn", options, solution.error, solution.error < options.tol, solution.iterations, True,
+            torch.float32, 1,
+        )

@@ -158,38 +158,39 @@ def under_load(args: argparse.Namespace) -> None:
     print(f"\nworst policy / 1 thread: {worst:.2f}x (target <= 2x)")
 
 
-def spaced_median(call: Callable[[], object], repeats: int, gap: float) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        time.sleep(gap)
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def spaced_medians(call: Callable[[], object], repeats: int, gap: float, threads: int) -> tuple[float, float]:
+    """Medians of ``call`` serial and on ``threads`` threads, alternating, ``gap`` seconds apart."""
+    times: dict[int, list[float]] = {1: [], threads: []}
+    for repeat in range(repeats + 1):  # the first round warms up
+        for mode in ((1, threads) if repeat % 2 else (threads, 1)):
+            time.sleep(gap)
+            with forced_threads(mode):
+                start = time.perf_counter()
+                call()
+                elapsed = time.perf_counter() - start
+            if repeat:
+                times[mode].append(elapsed)
+    return statistics.median(times[1]), statistics.median(times[threads])
 
 
 def crossover(args: argparse.Namespace) -> None:
-    threads = numba.config.NUMBA_NUM_THREADS
+    threads = int(getattr(numba.config, "NUMBA_NUM_THREADS"))
     print(f"running tasks now: {running_tasks()}; {threads} threads; calls {args.gap} ms apart; "
           f"medians of {args.repeats}; SERIAL_WORK_SECONDS = {parallel.SERIAL_WORK_SECONDS:g}")
     print("\n| solver | batch | estimated work µs | serial µs | parallel µs | serial / parallel |")
     print("|---|---:|---:|---:|---:|---:|")
-    first_win: dict[str, float] = {}
-    for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+    results: dict[str, list[tuple[float, float]]] = {}
+    for batch in (2, 4, 8, 16, 32, 64, 128, 256):  # batch 1 is always serial
         for name, call in cases(batch):
             work = estimated_work(call)
-            with forced_threads(1):
-                serial = spaced_median(call, args.repeats, args.gap / 1e3)
-            with forced_threads(threads):
-                parallel_time = spaced_median(call, args.repeats, args.gap / 1e3)
-            if parallel_time < serial and name not in first_win:
-                first_win[name] = work
+            serial, parallel_time = spaced_medians(call, args.repeats, args.gap / 1e3, threads)
+            results.setdefault(name, []).append((work, serial / parallel_time))
             print(f"| {name} | {batch} | {1e6 * work:.1f} | {1e6 * serial:.1f} | {1e6 * parallel_time:.1f} | "
                   f"{serial / parallel_time:.2f}x |")
-    print("\nsmallest estimated work at which the parallel kernel won:")
-    for name, work in first_win.items():
-        print(f"  {name}: {1e6 * work:.0f} µs")
+    print("\ncrossover: the smallest estimated work from which the parallel kernel wins at every larger batch")
+    for name, points in results.items():
+        winning = [work for index, (work, _) in enumerate(points) if all(r > 1 for _, r in points[index:])]
+        print(f"  {name}: " + (f"{1e6 * winning[0]:.0f} µs" if winning else "never (up to batch 256)"))
 
 
 def calibrate(args: argparse.Namespace) -> None:

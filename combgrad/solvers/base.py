@@ -79,7 +79,8 @@ def check_sum_magnitude(owner: str, argument: str, theta: torch.Tensor, terms: i
     limit = float(np.finfo(np.float64).max) / (2.0 * terms)
     if not theta.numel() or float(torch.finfo(theta.dtype).max) <= limit:
         return
-    largest = float(theta.detach().abs().max())
+    low, high = torch.aminmax(theta.detach())  # no temporary |theta|
+    largest = max(-float(low), float(high))
     if largest > limit:
         raise ValueError(
             f"{owner}: {argument} must have magnitudes at most {limit:.3g} for {what} "

@@ -22,6 +22,7 @@ from ..gradients import registry as estimator_registry
 from ..gradients.base import resolve_solver
 from ..solvers import registry as solver_registry
 from .._checks import check_sense
+from ..errors import OptionError
 from ..solvers.base import Solver
 from .from_function import from_function
 
@@ -53,7 +54,8 @@ def _split_options(
     A name the estimator takes goes to it; a name the solver takes goes to the
     solver; a name both take goes to both (``k`` is top-k's subset size and the
     sum-of-gamma shape, which should agree); any other name goes to a factory
-    that takes ``**kwargs`` (the solver's first), else raises TypeError.
+    that takes ``**kwargs`` (the solver's first), else raises OptionError
+    (a TypeError and a ValueError).
     """
     estimator_label, estimator_names, estimator_var = estimator
     solver_label, solver_names, solver_var = solver
@@ -74,7 +76,7 @@ def _split_options(
         elif estimator_var:
             estimator_options[name] = value
         else:
-            raise TypeError(
+            raise OptionError(
                 f"differentiable: unexpected option {name!r}; {estimator_label} takes "
                 f"{sorted(estimator_names) or 'no options'} and {solver_label} takes "
                 f"{sorted(solver_names) or 'no options'}"
@@ -122,7 +124,8 @@ class DifferentiableSolver(nn.Module):
 
     Raises:
         KeyError: On an unknown solver or estimator name.
-        TypeError: On an option that neither the estimator nor the solver takes.
+        OptionError: On an option that neither the estimator nor the solver takes
+            (a subclass of TypeError and ValueError).
         ValueError: On an invalid option value.
 
     Example:
@@ -192,7 +195,8 @@ def differentiable(
     factory (the registry entry named by ``solver``, or, with no ``solver``,
     :func:`~combgrad.adapters.from_function`); an option both take goes to both
     (``k`` with ``solver="topk"`` and ``noise="sum_of_gamma"``); a name neither
-    takes raises TypeError naming it (unless a factory takes ``**kwargs``).
+    takes raises :class:`~combgrad.OptionError` naming it (unless a factory
+    takes ``**kwargs``).
 
     Four forms:
 
@@ -223,7 +227,8 @@ def differentiable(
         A :class:`DifferentiableSolver`, a wrapped function, or a decorator.
 
     Raises:
-        TypeError: On an option nobody takes, or no ``sense`` without a solver.
+        OptionError: On an option nobody takes, or no ``sense`` without a solver
+            (a subclass of TypeError and ValueError).
         KeyError: On an unknown solver or estimator name.
         ValueError: On an invalid option value.
 
@@ -242,7 +247,7 @@ def differentiable(
         return layer if fn is None else layer.wrap(fn)
 
     if "sense" not in options:
-        raise TypeError(
+        raise OptionError(
             "differentiable: sense= ('min' or 'max') is required when no solver is named, "
             "because the decorated function is then the solver"
         )

@@ -61,7 +61,7 @@ def test_issue_examples_run():
     assert scorer.weight.grad is not None
     assert select.__name__ == "select" and isinstance(select.layer, DifferentiableSolver)
 
-    @cg.differentiable(estimator="perturbation", sense="max", sigma=0.5, samples=100, noise="gumbel")
+    @cg.differentiable(estimator="perturbation", sense="max", noise_scale=0.5, samples=100, noise="gumbel")
     def my_solver(theta):
         return numpy_argmax(theta)
 
@@ -119,6 +119,14 @@ def test_objects_for_solver_and_estimator():
         cg.DifferentiableSolver(solver, estimator, lam=3.0)
     with pytest.raises(TypeError, match="unexpected option 'k'"):
         cg.differentiable(solver=solver, estimator="ste", k=3)
+
+
+def test_unknown_options_are_option_errors():
+    """One exception type for options across the library (issue 9 item 2); still a TypeError."""
+    with pytest.raises(cg.OptionError, match="differentiable: unexpected option 'bogus'"):
+        cg.differentiable(solver="argmax", estimator="ste", bogus=1)
+    with pytest.raises(cg.OptionError, match="sense= .* is required when no solver is named"):
+        cg.differentiable(numpy_argmax, estimator="ste")
 
 
 def test_unknown_names_and_options():

@@ -14,6 +14,7 @@ raises one ValueError that names the file.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,12 @@ FORMAT = "combgrad.tasks.checkpoint/1"
 """The layout tag stored in every checkpoint; a file without it is refused."""
 
 _REQUIRED = {"format": str, "config": dict, "epoch": int, "history": list, "states": dict, "rng": dict, "extra": dict}
+
+
+def _first_line(error: BaseException) -> str:
+    """The first sentence of an error's first line, at most 200 characters (errors here are one line)."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". ")[0][:200] if text else type(error).__name__
 
 
 class Stateful(Protocol):
@@ -110,11 +117,14 @@ class Checkpoint:
             # torch.load's errors on a foreign byte stream are unspecified (UnpicklingError,
             # RuntimeError, EOFError, KeyError from the unpickler's memo, ...); all of them
             # mean the same thing here. KeyboardInterrupt and the like still propagate.
-            summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise self._refuse(
-                f"not a readable checkpoint of this version (empty, truncated, foreign or unsafe to load: "
-                f"{summary[:200]}); delete it or choose another --out"
-            ) from error
+            if isinstance(error, pickle.UnpicklingError):
+                # torch's message advises weights_only=False: exactly what must not be done.
+                problem = "it holds objects other than tensors and plain values, and loading those could run code"
+            elif self.path.stat().st_size == 0:
+                problem = "the file is empty"
+            else:
+                problem = f"not a complete torch file ({type(error).__name__}: {_first_line(error)})"
+            raise self._refuse(f"{problem}; delete it or choose another output folder") from error
         if not isinstance(content, dict) or content.get("format") != FORMAT:
             raise self._refuse(f"not a combgrad run checkpoint (no format tag {FORMAT!r})")
         for key, kind in _REQUIRED.items():
@@ -152,8 +162,7 @@ class Checkpoint:
                     part.load_state_dict(saved[name])
             set_rng_state(content["rng"], device)
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
-            summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise self._refuse(f"its saved state does not fit this run ({summary[:200]})") from error
+            raise self._refuse(f"its saved state does not fit this run ({_first_line(error)})") from error
         return content["epoch"], list(content["history"])
 
 

@@ -264,3 +264,16 @@ def test_every_numba_solver_uses_the_shared_pattern():
         assert hasattr(module, "_solve_range") and hasattr(module, "_solve_chunks"), module.__name__
         assert module._solve_chunks.targetoptions.get("parallel"), module.__name__
         assert not module._solve_range.targetoptions.get("parallel"), module.__name__
+
+
+def test_a_large_call_on_a_busy_machine_never_launches_threads(monkeypatch):
+    # Guards issue 8 item 11 end to end: the solver reaches the serial kernel.
+    def no_threads(*args):
+        raise AssertionError("parallel kernel launched on a busy machine")
+
+    monkeypatch.setattr(shortest_path, "_solve_chunks", no_threads)
+    monkeypatch.setattr(parallel, "_running_tasks", lambda: 1 + (os.cpu_count() or 1))
+    costs = torch.rand(256, 30, 30, generator=torch.Generator().manual_seed(0)) + 0.1
+    assert parallel.threads_for(256 * shortest_path.SECONDS_PER_RELAXATION * 30 * 30 * 8) == 1
+    paths = cg.solvers.get("shortest_path")(costs)
+    assert paths.shape == costs.shape and bool((paths[:, 0, 0] == 1).all())

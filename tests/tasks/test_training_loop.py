@@ -94,3 +94,19 @@ def test_metrics_helpers() -> None:
     assert tr.summarise({"a": torch.tensor([1.0, float("nan"), 3.0])}) == {"a": 2.0}
     assert tr.totals([{"t": 1}, {"t": 2}], ["t"]) == {"t": 3.0}
     assert tr.share(1.0, 0.0) == 0.0
+
+
+def test_the_shared_run_infrastructure_imports_no_task() -> None:
+    """Guards issue 9 item 1: a second task must reuse _training without importing Warcraft."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, combgrad.tasks._training as t; "
+        "print(sorted(m for m in sys.modules if m.startswith('combgrad.tasks.') and not m.startswith('combgrad.tasks._training')))"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == "[]"
+    import combgrad
+
+    assert combgrad.tasks.warcraft.train.__module__ == "combgrad.tasks.warcraft.trainer"

@@ -27,7 +27,7 @@ noise scale 0.05, 86% with 0.25, 77% with 1). For sum-of-gamma noise, ``k`` defa
 to the map side (about the number of tiles on a path).
 """
 
-FENCHEL_YOUNG_DEFAULTS: dict[str, Any] = {"samples": 10, "sigma": 0.05, "noise": "normal"}
+FENCHEL_YOUNG_DEFAULTS: dict[str, Any] = {"samples": 10, "noise_scale": 0.05, "noise": "normal"}
 """Options of ``--loss fy`` (``cg.losses.fenchel_young``) unless overridden."""
 
 OLD_OPTION_NAMES = {

@@ -300,35 +300,8 @@ def test_stops_at_max_iter_and_reports_error():
 # --- memory ----------------------------------------------------------------------------
 
 
-def allocation_peak(fn) -> tuple[int, int]:
-    """Peak bytes allocated while ``fn`` runs, and how many allocations were alive then."""
-    profiler_events = pytest.importorskip("torch._C._profiler")
-    if not hasattr(profiler_events, "_EventType"):
-        pytest.skip("this torch's profiler does not expose allocation events")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        event = stack.pop()
-        if event.tag == profiler_events._EventType.Allocation:
-            events.append((event.start_time_ns, event.extra_fields.alloc_size, event.extra_fields.ptr))
-        stack.extend(event.children)
-    alive: dict[int, int] = {}
-    total = peak = 0
-    peak_alive: list[int] = []
-    for _, size, pointer in sorted(events):
-        if size > 0:
-            alive[pointer] = size
-        else:
-            alive.pop(pointer, None)
-        total += size
-        if total > peak:
-            peak, peak_alive = total, list(alive.values())
-    return peak, peak_alive
-
-
 @pytest.mark.filterwarnings("ignore::combgrad.ConvergenceWarning")  # 20 iterations, on purpose
-def test_peak_memory_is_at_most_three_cost_matrices():
+def test_peak_memory_is_at_most_three_cost_matrices(allocation_peak):
     B, N, M = 8, 200, 150
     x = torch.rand(B, N, 2, requires_grad=True)
     y = torch.rand(B, M, 2, requires_grad=True)

@@ -175,14 +175,87 @@ def test_cuda_matches_cpu():
 @pytest.mark.parametrize(
     "x, y, error, match",
     [
-        (torch.tensor([-0.1]), torch.tensor([1.0]), ValueError, "rate_x must be finite and >= 0"),
-        (torch.tensor([1.0]), torch.tensor([float("nan")]), ValueError, "rate_y must be finite and >= 0"),
-        (torch.tensor([float("inf")]), torch.tensor([1.0]), ValueError, "rate_x must be finite and >= 0"),
+        (torch.tensor([-0.1]), torch.tensor([1.0]), ValueError, "rate_x must be finite, >= 0"),
+        (torch.tensor([1.0]), torch.tensor([float("nan")]), ValueError, "rate_y must be finite, >= 0"),
+        (torch.tensor([float("inf")]), torch.tensor([1.0]), ValueError, "rate_x must be finite, >= 0"),
         (torch.tensor([1]), torch.tensor([1.0]), ValueError, "rate_x must be a floating tensor"),
         (1.0, torch.tensor([1.0]), TypeError, "rate_x must be a torch.Tensor"),
         (torch.ones(2), torch.ones(3), ValueError, "must broadcast"),
+        (torch.tensor([2e10]), torch.tensor([1.0]), ValueError, r"rate_x must be finite, >= 0 and <= 1e\+10"),
     ],
 )
 def test_bad_inputs(x, y, error, match):
     with pytest.raises(error, match=match):
         poisson_le_probability(x, y)
+
+
+def test_double_backward_is_finite_at_zero_rates():
+    """Guards issue 8 (smaller defects): double backward gave -inf/NaN at a zero rate.
+
+    Closed forms from d/dx P = -G_0, d/dy P = x G_1 with G_k = e^(-x-y) F_k(xy),
+    F_k' = F_(k+1), F_k(0) = 1/k!: at x = 0, d2/dx2 = e^-y (1 - y), d2/dxdy = e^-y,
+    d2/dy2 = 0; at y = 0, d2/dx2 = e^-x, d2/dxdy = e^-x (1 - x), d2/dy2 = x e^-x (x/2 - 1).
+    """
+    x = torch.tensor([0.0, 0.0, 0.7, 0.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1.0, 2.5, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    grad_x, grad_y = torch.autograd.grad(poisson_le_probability(x, y).sum(), (x, y), create_graph=True)
+    xx, xy = torch.autograd.grad(grad_x.sum(), (x, y), retain_graph=True)
+    yx, yy = torch.autograd.grad(grad_y.sum(), (x, y))
+    xd, yd = x.detach(), y.detach()
+    at_x0 = xd == 0
+    expected_xx = torch.where(at_x0, torch.exp(-yd) * (1 - yd), torch.exp(-xd))
+    expected_xy = torch.where(at_x0, torch.exp(-yd), torch.exp(-xd) * (1 - xd))
+    expected_yy = torch.where(at_x0, torch.zeros_like(xd), xd * torch.exp(-xd) * (xd / 2 - 1))
+    torch.testing.assert_close(xx, expected_xx, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(xy, expected_xy, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(yx, expected_xy, rtol=1e-12, atol=1e-15)  # symmetric Hessian
+    torch.testing.assert_close(yy, expected_yy, rtol=1e-12, atol=1e-15)
+    assert xx[0].item() == pytest.approx(0.0, abs=1e-15)  # the issue's value at (0, 1)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 0.3, 3.0, 300.0])
+def test_second_derivatives_match_differences_of_the_gradients(scale):
+    """The analytic Hessian (through _ScaledBessel, incl. the G_2 series below z = 2 and
+    the recurrence above) against central differences of the first derivatives."""
+    generator = torch.Generator().manual_seed(7)
+    x = (torch.rand(6, dtype=torch.float64, generator=generator) + 0.2) * scale
+    y = (torch.rand(6, dtype=torch.float64, generator=generator) + 0.2) * scale
+    assert torch.autograd.gradgradcheck(poisson_le_probability, (x.requires_grad_(), y.requires_grad_()))
+
+
+def test_third_derivatives_are_refused():
+    x = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([2.0], dtype=torch.float64)
+    (grad_x,) = torch.autograd.grad(poisson_le_probability(x, y), x, create_graph=True)
+    (second,) = torch.autograd.grad(grad_x, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="derivatives beyond the second"):
+        torch.autograd.grad(second, x)
+
+
+def test_memory_grows_like_the_square_root_of_the_rate(allocation_peak):
+    """Guards issue 8 (smaller defects): a table over all counts up to the rate made memory
+    linear (1.1 GB at 1e7, out of memory at 1e8); the docstring promises square-root growth."""
+    peaks = {}
+    for rate in (1e6, 1e8):
+        x = torch.tensor([rate], dtype=torch.float64)
+        y = torch.tensor([rate * (1 + 1e-4)], dtype=torch.float64)
+        peaks[rate], _ = allocation_peak(lambda: poisson_le_probability(x, y))
+    # A window of ~24 sqrt(rate) counts at 1e8 is 2.4e5 float64 terms (~2 MB each array).
+    assert peaks[1e8] < 64 * 2**20
+    assert peaks[1e8] < 20 * peaks[1e6]  # 100x the rate: about 10x the memory, not 100x
+
+
+@pytest.mark.parametrize("rate", [1e4, 1e6, 1e8, 9.9e9])
+def test_large_rates_match_scipy(rate):
+    # Near the diagonal, where the window is widest and the value far from 0 and 1.
+    x = np.full(4, rate)
+    y = x * (1 + np.array([0.0, 1.0, -3.0, 5.0]) / np.sqrt(rate))
+    ours = poisson_le_probability(torch.tensor(x), torch.tensor(y)).numpy()
+    # The log-pmf loses ~1e-16 per unit of sqrt(count) (measured 6e-12 at 1e10).
+    np.testing.assert_allclose(ours, scipy_le(x, y), rtol=1e-10, atol=0)
+
+
+def test_rates_beyond_the_limit_are_refused_on_the_unchecked_path():
+    """The autograd function used inside PQE refuses too, instead of asking for 1e75 terms."""
+    with pytest.raises(ValueError, match="rates must be at most 1e"):
+        PoissonLessEqual.apply(torch.tensor([1e300], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))

@@ -1,4 +1,7 @@
-"""Differentiable geometry heads: quasimetric embeddings and optimal transport."""
+"""Differentiable geometry heads: quasimetric embeddings and optimal transport.
+
+This package's ``__init__`` only re-exports the public names of its modules.
+"""
 
 from .iqe import IQE, interval_union_length
 from .optimal_transport import SinkhornDistance, SinkhornResult, sinkhorn, sinkhorn_divergence

@@ -1,5 +1,7 @@
 """Interval Quasimetric Embeddings (IQE): a simpler learned asymmetric distance head.
 
+This module's one job is the IQE head and the interval-union length it is built on.
+
 Latents are split into components of ``dim_per_component`` coordinates. In a
 component, coordinate ``j`` of ``u`` and ``v`` spans the interval
 ``[u_j, max(u_j, v_j)]`` (empty when ``v_j <= u_j``), and the component's distance is
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int
+from ._latents import check_latent_pair
 
 __all__ = ["IQE", "interval_union_length"]
 
@@ -123,23 +126,7 @@ class IQE(nn.Module):
             ValueError: If a latent is not floating point, has the wrong last dim,
                 or the leading dims do not broadcast.
         """
-        for name, latent in (("u", u), ("v", v)):
-            if not isinstance(latent, torch.Tensor):
-                raise TypeError(f"IQE: {name} must be a torch.Tensor, got {type(latent).__name__}")
-            if not latent.is_floating_point():
-                raise ValueError(f"IQE: {name} must be a floating tensor, got dtype {latent.dtype}")
-            if latent.ndim == 0 or latent.shape[-1] != self.input_size:
-                raise ValueError(
-                    f"IQE: {name} must have last dim input_size={self.input_size}, "
-                    f"got shape {tuple(latent.shape)}"
-                )
-        try:
-            torch.broadcast_shapes(u.shape, v.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"IQE: u and v must have broadcastable leading dims, "
-                f"got shapes {tuple(u.shape)} and {tuple(v.shape)}"
-            ) from None
+        u, v = check_latent_pair("IQE", u, v, self.input_size, f"input_size={self.input_size}")
         shape = (self.num_components, self.dim_per_component)
         components = interval_union_length(u.unflatten(-1, shape), v.unflatten(-1, shape))
         alpha = torch.sigmoid(self.alpha_logit).to(components.dtype)

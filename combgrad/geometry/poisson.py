@@ -56,6 +56,8 @@ from typing import Any
 
 import torch
 
+from .._checks import check_tensor
+
 __all__ = ["PoissonLessEqual", "poisson_le_probability"]
 
 # Window half-width in standard deviations, plus a constant for small rates. Measured
@@ -390,10 +392,7 @@ def poisson_le_probability(rate_x: torch.Tensor, rate_y: torch.Tensor) -> torch.
         Quasimetrics." ICLR 2022.
     """
     for name, rate in (("rate_x", rate_x), ("rate_y", rate_y)):
-        if not isinstance(rate, torch.Tensor):
-            raise TypeError(
-                f"poisson_le_probability: {name} must be a torch.Tensor, got {type(rate).__name__}"
-            )
+        check_tensor("poisson_le_probability", name, rate)
         if not rate.is_floating_point():
             raise ValueError(
                 f"poisson_le_probability: {name} must be a floating tensor, got dtype {rate.dtype}"

@@ -1,5 +1,7 @@
 """Poisson Quasimetric Embeddings (PQE): a learned asymmetric distance head.
 
+This module's one job is the PQE head: its variants, parametrization and initialization.
+
 A quasimetric is a distance without symmetry: ``d(u, u) = 0``, ``d >= 0`` and the
 triangle inequality, but ``d(u, v) != d(v, u)`` in general (shortest paths in a
 directed graph, the cost to reach one state from another). A PQE turns two latent
@@ -53,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_bool, check_choice, check_positive_int
+from ._latents import check_latent_pair
 from .poisson import PoissonLessEqual
 
 __all__ = ["PQE"]
@@ -63,6 +66,8 @@ SHAPES = ("halfline", "gaussian")
 # The discounted output starts in this range on standard normal latents (Sec. C.4.3).
 _DISCOUNT_INIT_RANGE = (0.5, 0.75)
 _RATE_SCALE_INIT = 3.0
+# Beyond this many standard deviations a normal density is 0 in every float dtype.
+_MAX_STANDARDIZED = 64.0
 
 
 class _DeepLinearNet(nn.Module):
@@ -96,6 +101,18 @@ class _DeepLinearNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input_dim={self.input_dim}, output_dim={self.output_dim}, non_negative={self.non_negative}"
+
+
+def _normal_density(x: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """``N(x; 0, variance)``, with finite gradients for any finite ``x``.
+
+    ``x^2`` overflows float32 from |x| ~ 1.8e19: the density is 0 there either way, but
+    its gradient w.r.t. the variance would be ``0 * inf = NaN``. The standardized
+    value is clamped at 64 instead, where ``exp(-2048)`` is 0 even in float64, so the
+    value is unchanged and the gradient is the exact 0 it underflows to.
+    """
+    standardized = (x / variance.sqrt()).clamp(-_MAX_STANDARDIZED, _MAX_STANDARDIZED)
+    return torch.exp(-0.5 * standardized.square()) / torch.sqrt(2 * math.pi * variance)
 
 
 def _normal_cdf_difference(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -183,9 +200,7 @@ class PQE(nn.Module):
                 "shape has Lebesgue measure 1, so both set differences have equal measure); "
                 "use measure='gaussian' for Gaussian shapes"
             )
-        if not isinstance(discounted, bool):
-            raise ValueError(f"PQE: discounted must be a bool, got {discounted!r}")
-        self.discounted = discounted
+        self.discounted = check_bool("PQE", "discounted", discounted)
         groups, processes = self.num_quasipartition_mixtures, self.num_poisson_processes_per_quasipartition
         self.latent_size = groups * processes
 
@@ -246,7 +261,11 @@ class PQE(nn.Module):
             ValueError: If a latent is not floating point, has the wrong last dim,
                 or the leading dims do not broadcast.
         """
-        self._check_latents(u, v)
+        u, v = check_latent_pair(
+            "PQE", u, v, self.latent_size,
+            f"num_quasipartition_mixtures * num_poisson_processes_per_quasipartition = "
+            f"{self.num_quasipartition_mixtures} * {self.num_poisson_processes_per_quasipartition} = {self.latent_size}",
+        )
         quasipartitions = self.expected_quasipartitions(u, v)
         if self.discounted:
             logits = self.discount_logits.matrix()[:, 0].to(quasipartitions.dtype)
@@ -286,8 +305,8 @@ class PQE(nn.Module):
         # than to v, split at the midpoint.
         total_variance = variance + 1
         ratio = variance / total_variance
-        height_u = torch.exp(-0.5 * u.square() / total_variance) / torch.sqrt(2 * math.pi * total_variance)
-        height_v = torch.exp(-0.5 * v.square() / total_variance) / torch.sqrt(2 * math.pi * total_variance)
+        height_u = _normal_density(u, total_variance)
+        height_v = _normal_density(v, total_variance)
         middle = (u + v) / 2
         side = torch.sign(v - u)  # +1: u's side of the midpoint is t < middle
         z_u = side * (middle - u * ratio) / ratio.sqrt()
@@ -296,27 +315,6 @@ class PQE(nn.Module):
         v_minus_u = height_v * torch.special.ndtr(-z_v) - height_u * torch.special.ndtr(-z_u)
         # Mathematically >= 0; rounding can leave -1e-17 where u and v are close.
         return u_minus_v.clamp(min=0), v_minus_u.clamp(min=0)
-
-    def _check_latents(self, u: object, v: object) -> None:
-        for name, latent in (("u", u), ("v", v)):
-            if not isinstance(latent, torch.Tensor):
-                raise TypeError(f"PQE: {name} must be a torch.Tensor, got {type(latent).__name__}")
-            if not latent.is_floating_point():
-                raise ValueError(f"PQE: {name} must be a floating tensor, got dtype {latent.dtype}")
-            if latent.ndim == 0 or latent.shape[-1] != self.latent_size:
-                raise ValueError(
-                    f"PQE: {name} must have last dim num_quasipartition_mixtures * "
-                    f"num_poisson_processes_per_quasipartition = {self.num_quasipartition_mixtures} * "
-                    f"{self.num_poisson_processes_per_quasipartition} = {self.latent_size}, "
-                    f"got shape {tuple(latent.shape)}"
-                )
-        try:
-            torch.broadcast_shapes(u.shape, v.shape)  # type: ignore[union-attr]
-        except RuntimeError:
-            raise ValueError(
-                f"PQE: u and v must have broadcastable leading dims, got shapes "
-                f"{tuple(u.shape)} and {tuple(v.shape)}"  # type: ignore[union-attr]
-            ) from None
 
     def extra_repr(self) -> str:
         return (

@@ -204,7 +204,7 @@ def test_repr_names_the_configuration():
         (dict(measure="lebesgue", shape="gaussian"), "would be symmetric"),
         (dict(measure="counting"), "measure must be one of"),
         (dict(shape="box"), "shape must be one of"),
-        (dict(discounted=1), "discounted must be a bool"),
+        (dict(discounted=1), "discounted must be True or False"),
         (
             dict(num_poisson_processes_per_quasipartition=0),
             "num_poisson_processes_per_quasipartition must be",
@@ -246,3 +246,21 @@ def test_bad_latents(u, v, error, match):
 def test_positional_arguments_follow_the_seed_signature():
     pqe = PQE(8, 4, "gaussian", "gaussian", True)
     assert (pqe.measure, pqe.shape, pqe.discounted) == ("gaussian", "gaussian", True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("discounted", [False, True])
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e19), (torch.float32, 1e30), (torch.float64, 1e160)])
+def test_huge_latents_give_finite_parameter_gradients(variant, discounted, dtype, scale):
+    """Guards issue 8 (smaller defects): PQE-GG parameter gradients went NaN for |latents|
+    above ~1e19 in float32 (u^2 overflowed inside a density that is 0 there anyway)."""
+    pqe = make_pqe(variant, discounted=discounted).to(dtype)
+    generator = torch.Generator().manual_seed(3)
+    u = (torch.randn(16, 32, dtype=torch.float64, generator=generator) * scale).to(dtype).requires_grad_()
+    v = (torch.randn(16, 32, dtype=torch.float64, generator=generator) * scale).to(dtype).requires_grad_()
+    distance = pqe(u, v)
+    distance.sum().backward()
+    assert torch.isfinite(distance).all()
+    for name, parameter in pqe.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name
+    assert torch.isfinite(u.grad).all() and torch.isfinite(v.grad).all()

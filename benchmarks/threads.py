@@ -3,10 +3,11 @@
 Default mode: starts one busy competing process per core (each spins for at
 most ``--busy-seconds`` and is stopped by this script), then times every
 built-in numba solver at Warcraft batch sizes (32-70 instances) three ways in
-the same process: combgrad's policy (the default), one thread
-(``set_num_threads(1)``), and every thread forced on (the behaviour before the
-policy: a parallel launch whatever the batch and the load). Target: the
-default within 2x of one thread.
+the same process, in turn within each round: combgrad's policy (the default),
+one thread (``set_num_threads(1)``), and every thread forced on (the behaviour
+before the policy: a parallel launch whatever the batch and the load). Ratios
+are medians of the per-round ratios. Target: the default within 2x of one
+thread.
 
 ``--crossover``: on a quiet machine, times the serial and the parallel kernel
 for batches of 1 to 256 with ``--gap`` ms between calls (as in a training loop,
@@ -99,8 +100,11 @@ def busy_processes(count: int, seconds: float) -> Iterator[list[subprocess.Popen
             process.wait()
 
 
-def interleaved_medians(call: Callable[[], object], repeats: int) -> tuple[float, float, float]:
+def interleaved_medians(call: Callable[[], object], repeats: int) -> tuple[float, float, float, float, float]:
     """Medians of ``call`` under the policy, on one thread and with all threads forced.
+
+    Also returns the medians of the paired ratios policy / one thread and
+    forced / one thread, each pair timed in the same round.
 
     The three are timed in turn within each repeat, in an order that rotates
     from one repeat to the next, so that bursts of load on the shared machine
@@ -124,8 +128,10 @@ def interleaved_medians(call: Callable[[], object], repeats: int) -> tuple[float
             if repeat:
                 times[mode].append(elapsed)
             time.sleep(0.02)
-    return (statistics.median(times["policy"]), statistics.median(times["single"]),
-            statistics.median(times["forced"]))
+    single = times["single"]
+    return (statistics.median(times["policy"]), statistics.median(single), statistics.median(times["forced"]),
+            statistics.median(p / s for p, s in zip(times["policy"], single)),
+            statistics.median(f / s for f, s in zip(times["forced"], single)))
 
 
 def running_tasks() -> str:
@@ -145,16 +151,15 @@ def under_load(args: argparse.Namespace) -> None:
               f"medians of {args.repeats}")
         for batch in args.batches:
             for name, call in cases(batch):
-                default, single, forced = interleaved_medians(call, args.repeats)
-                rows.append((name, batch, default, single, forced))
+                rows.append((name, batch, *interleaved_medians(call, args.repeats)))
     print()
     print("| solver | batch | combgrad (policy) ms | 1 thread ms | policy / 1 thread | "
           f"all {numba.config.NUMBA_NUM_THREADS} threads forced ms | forced / 1 thread |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, batch, default, single, forced in rows:
-        print(f"| {name} | {batch} | {1e3 * default:.3f} | {1e3 * single:.3f} | {default / single:.2f}x | "
-              f"{1e3 * forced:.3f} | {forced / single:.1f}x |")
-    worst = max(default / single for _, _, default, single, _ in rows)
+    for name, batch, default, single, forced, policy_ratio, forced_ratio in rows:
+        print(f"| {name} | {batch} | {1e3 * default:.3f} | {1e3 * single:.3f} | {policy_ratio:.2f}x | "
+              f"{1e3 * forced:.3f} | {forced_ratio:.1f}x |")
+    worst = max(row[5] for row in rows)
     print(f"\nworst policy / 1 thread: {worst:.2f}x (target <= 2x)")
 
 
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crossover", action="store_true", help="measure the serial/parallel crossover")
     parser.add_argument("--calibrate", action="store_true", help="measure the per-instance work estimates")
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 50, 70])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--gap", type=float, default=5.0, help="ms between calls in --crossover")
     parser.add_argument("--busy-seconds", type=float, default=300.0,
                         help="upper bound on each competing process's life")

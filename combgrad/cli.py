@@ -1,4 +1,4 @@
-"""The ``combgrad`` command: ``combgrad demo`` and the task subcommands.
+"""The ``combgrad`` command: ``combgrad list``, ``combgrad demo`` and the task subcommands.
 
 Each subcommand is two functions: ``_add_<name>(commands)`` declares its
 arguments and ``_<name>(args) -> exit status`` runs it; :data:`SUBCOMMANDS` lists
@@ -157,6 +157,34 @@ def _warcraft_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    """Print every registered solver and estimator with its options, defaults and meanings."""
+    import combgrad as cg
+
+    kinds = {"solvers": cg.solvers, "estimators": cg.gradients}
+    for kind, module in kinds.items():
+        if args.kind not in ("all", kind):
+            continue
+        print(f"{kind}:")
+        for name in module.names():
+            if args.name is not None and name != args.name:
+                continue
+            options = module.options(name)
+            print(f"  {name}" + ("" if options else "  (no options)"))
+            width = max((len(option.name) + len(repr(option.default)) for option in options.values()), default=0)
+            for option in options.values():
+                setting = f"{option.name}={option.default!r}"
+                print(f"    {setting:<{width + 1}}  {option.description}")
+    return 0
+
+
+def _add_list(commands: Any) -> None:
+    listing = commands.add_parser("list", help="list the solvers and estimators with their options")
+    listing.add_argument("kind", nargs="?", default="all", choices=("all", "solvers", "estimators"))
+    listing.add_argument("--name", default=None, help="show only the solver or estimator of this name")
+    listing.set_defaults(run=_list)
+
+
 def _add_demo(commands: Any) -> None:
     demo = commands.add_parser("demo", help="solve random instances with each built-in solver")
     demo.add_argument("--batch", type=int, default=256, help="instances per solver (default 256)")
@@ -233,7 +261,7 @@ def _add_warcraft_data(commands: Any) -> None:
     data.set_defaults(run=_warcraft_data)
 
 
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_demo, _add_warcraft, _add_warcraft_data)
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_list, _add_demo, _add_warcraft, _add_warcraft_data)
 """The functions that add each subcommand's parser, in the order ``--help`` lists them."""
 
 

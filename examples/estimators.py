@@ -50,7 +50,7 @@ def estimator_losses(solver: CountingSolver) -> dict[str, Callable]:
 
     def fenchel_young(weights, gold, generator):
         return cg.losses.fenchel_young(
-            weights, gold, solver=solver, sigma=0.5, samples=10, generator=generator
+            weights, gold, solver=solver, noise_scale=0.5, samples=10, generator=generator
         )
 
     return {

@@ -1,4 +1,4 @@
-"""Tests of combgrad/cli.py: the ``demo``, ``warcraft`` and ``warcraft-data`` subcommands."""
+"""Tests of combgrad/cli.py: the ``list``, ``demo``, ``warcraft`` and ``warcraft-data`` subcommands."""
 
 from __future__ import annotations
 
@@ -118,8 +118,8 @@ def test_each_subcommand_is_one_parser_function() -> None:
     commands = parser.add_subparsers(dest="command")
     for add in cli.SUBCOMMANDS:
         add(commands)
-    assert sorted(commands.choices) == ["demo", "warcraft", "warcraft-data"]
-    assert sorted(cli.build_parser()._subparsers._group_actions[0].choices) == ["demo", "warcraft", "warcraft-data"]
+    assert sorted(commands.choices) == ["demo", "list", "warcraft", "warcraft-data"]
+    assert sorted(cli.build_parser()._subparsers._group_actions[0].choices) == ["demo", "list", "warcraft", "warcraft-data"]
 
 
 @pytest.mark.slow
@@ -149,3 +149,20 @@ def test_demo_solves_with_every_built_in_solver(capsys) -> None:
     solved = {line.split()[0] for line in lines[1:]}
     assert solved == {"argmax", "topk", "shortest_path", "spanning_tree", "assignment", "knapsack", "ilp"}
     assert all(float(line.split()[-1]) >= 0 for line in lines[1:])
+
+
+def test_list_prints_every_solver_and_estimator_with_its_options(capsys) -> None:
+    import combgrad as cg
+
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in cg.solvers.names() + cg.gradients.names():
+        assert f"\n  {name}" in out
+    assert "k=<required>" in out and "neighbourhood=8" in out and "lam=10.0" in out
+    assert "noise_scale=1.0" in out
+
+
+def test_list_filters_by_kind_and_name(capsys) -> None:
+    assert cli.main(["list", "estimators", "--name", "blackbox"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("estimators:\n  blackbox\n    lam=10.0") and "solvers:" not in out

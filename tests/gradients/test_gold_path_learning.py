@@ -59,7 +59,7 @@ def layer_loss(estimator, **options):
 
 def fenchel_young_loss(weights, gold, generator):
     return cg.losses.fenchel_young(
-        weights, gold, solver="shortest_path", sigma=0.5, noise="gumbel", samples=10, generator=generator
+        weights, gold, solver="shortest_path", noise_scale=0.5, noise="gumbel", samples=10, generator=generator
     )
 
 

@@ -26,8 +26,10 @@ The thread policy, decided per call by :func:`threads_for`:
    :data:`SERIAL_WORK_SECONDS` the call runs on the calling thread. The
    threshold is the measured crossover (``python benchmarks/threads.py
    --crossover``): the work at which two threads first beat one when calls are
-   spaced out as in a training loop, so that the pool's threads have gone to
-   sleep and must be woken.
+   5 ms apart, rounded up (back-to-back calls cross over ten times earlier,
+   but then a competing process appearing between the load check below and the
+   end of the call would cost a scheduler time slice, about 10 ms, for a gain of
+   at most a quarter of a millisecond).
 2. **Never more threads than free cores.** At most :func:`get_num_threads`
    threads (default: the ``COMBGRAD_NUM_THREADS`` environment variable, else
    the usable cores: CPU affinity and cgroup quota), and no more than the cores
@@ -43,8 +45,13 @@ The thread policy, decided per call by :func:`threads_for`:
    parallel launches are serialised by a lock. The ``omp`` and ``tbb`` layers
    are thread-safe and take no lock.
 
-The threads are numba's own; torch's intra-op threads are separate, and torch
-threads spinning after an operation count as running tasks in step 2.
+Step 2 counts other processes only. This process's own threads do not
+compete with the call: with torch imported first, numba's ``omp`` layer binds
+to torch's GNU OpenMP library (``LD_DEBUG=bindings`` shows ``GOMP_parallel``
+resolved in ``torch/lib/libgomp.so.1``), so numba and torch share one thread
+pool, whose threads spin for about 15 ms after each parallel region (a torch
+operation, this call's input checks, the previous solver call). Counting them
+would make nearly every call serial on a quiet machine.
 
 Example:
     >>> import combgrad as cg
@@ -70,10 +77,16 @@ from numba import njit, prange
 from .._checks import check_positive_int
 
 #: Calls whose estimated serial work is below this many seconds run on the
-#: calling thread. Measured crossover (benchmarks/threads.py --crossover, quiet
-#: 2-core AMD EPYC, calls 5 ms apart): two threads first beat one at 0.1-0.2 ms
-#: of work for every numba solver; waking the sleeping pool costs about 0.1 ms.
-SERIAL_WORK_SECONDS = 2e-4
+#: calling thread. Measured crossover (benchmarks/threads.py --crossover, 2-core
+#: AMD EPYC shared with other jobs, calls 5 ms apart, two runs on 2026-12-01):
+#: two threads first beat one at two consecutive batch sizes at 0.26-1.0 ms of
+#: estimated work for shortest_path 30x30, 0.33 ms for 12x12, 0.23-0.46 ms for
+#: spanning_tree, 0.22-0.44 ms for assignment 30x30 and 0.37-1.5 ms for
+#: knapsack (assignment 5x5: never up to batch 256); median about 0.4 ms.
+#: A parallel launch 5 ms after the previous call costs about 0.1 ms more than
+#: a serial call; back-to-back calls cross over near 0.04 ms. Below 0.5 ms a
+#: parallel call saves at most 0.25 ms.
+SERIAL_WORK_SECONDS = 5e-4
 
 ENVIRONMENT_VARIABLE = "COMBGRAD_NUM_THREADS"
 
@@ -184,6 +197,19 @@ def _running_tasks() -> int | None:
         return None
 
 
+def _own_running_threads() -> int | None:
+    """Threads of this process that are running or runnable right now; None if unknown."""
+    try:
+        count = 0
+        for thread in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{thread}/stat", "rb") as file:
+                # "<tid> (<name>) <state> ...": the name may hold spaces and parentheses.
+                count += file.read().rpartition(b")")[2][1:2] == b"R"
+        return count
+    except OSError:
+        return None
+
+
 def threads_for(work_seconds: float) -> int:
     """How many threads a call with ``work_seconds`` of estimated serial work gets (1 = serial).
 
@@ -197,11 +223,20 @@ def threads_for(work_seconds: float) -> int:
     if threads == 1:
         return 1
     running = _running_tasks()
-    if running is not None:
-        # /proc/loadavg counts the whole machine, so compare with all its CPUs.
-        free = (os.cpu_count() or 1) - (running - 1)
-        threads = min(threads, max(1, free))
-    return threads
+    if running is None:
+        return threads
+    # /proc/loadavg counts the whole machine, so compare with all its CPUs.
+    cpus = os.cpu_count() or 1
+    others = running - 1
+    if others > cpus - threads:
+        # Possibly busy. This process's own threads do not compete with the call:
+        # torch's intra-op threads spin for about 15 ms after each parallel torch
+        # operation (this call's own input checks included), and counting them
+        # would make every call after a torch operation serial.
+        own = _own_running_threads()
+        if own:
+            others = running - own
+    return min(threads, max(1, cpus - others))
 
 
 def threading_layer() -> str:
@@ -215,12 +250,18 @@ def threading_layer() -> str:
     if _layer is None:
         with _layer_lock:
             if _layer is None:
-                # The layer is chosen on the first parallel launch; make that launch
-                # here, under a lock, so that the lock below is in place before two
-                # threads can race on a workqueue layer.
-                _initialise_layer(np.zeros(2))
-                _layer = str(numba.threading_layer())
+                _layer = _start_layer()
     return _layer
+
+
+def _start_layer() -> str:
+    """Make numba's first parallel launch; return the threading layer's name.
+
+    The layer is chosen on the first launch; making it here, under a lock, puts
+    the workqueue lock in place before two threads can race.
+    """
+    _initialise_layer(np.zeros(2))
+    return str(numba.threading_layer())
 
 
 @njit(cache=True, parallel=True)

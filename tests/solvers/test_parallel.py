@@ -70,6 +70,7 @@ def test_busy_cores_are_left_alone(monkeypatch):
     # Guards issue 8 item 11: with every core busy with other work, a parallel
     # call waited for descheduled threads (41-181x slower than one thread).
     cores = os.cpu_count() or 1
+    monkeypatch.setattr(parallel, "_own_running_threads", lambda: 1)  # only the calling thread
     monkeypatch.setattr(parallel, "_running_tasks", lambda: 1 + cores)  # one busy task per core
     assert parallel.threads_for(1.0) == 1
     monkeypatch.setattr(parallel, "_running_tasks", lambda: 1 + cores - 1)  # one core free
@@ -78,9 +79,21 @@ def test_busy_cores_are_left_alone(monkeypatch):
     assert parallel.threads_for(1.0) == cg.solvers.get_num_threads()
 
 
+def test_this_process_own_spinning_threads_do_not_count_as_busy(monkeypatch):
+    # torch's OpenMP pool (which numba's omp layer shares) spins for milliseconds
+    # after every parallel region; those threads are this process's, not competitors.
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(parallel, "_running_tasks", lambda: 1 + cores)
+    monkeypatch.setattr(parallel, "_own_running_threads", lambda: 1 + cores)
+    assert parallel.threads_for(1.0) == cg.solvers.get_num_threads()
+    monkeypatch.setattr(parallel, "_own_running_threads", lambda: None)  # unknown: count them
+    assert parallel.threads_for(1.0) == 1
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux only")
 def test_running_tasks_counts_at_least_this_thread():
     assert parallel._running_tasks() >= 1
+    assert 1 <= parallel._own_running_threads() <= len(os.listdir("/proc/self/task"))
 
 
 def test_usable_cores_is_within_the_machine():
@@ -273,6 +286,7 @@ def test_a_large_call_on_a_busy_machine_never_launches_threads(monkeypatch):
 
     monkeypatch.setattr(shortest_path, "_solve_chunks", no_threads)
     monkeypatch.setattr(parallel, "_running_tasks", lambda: 1 + (os.cpu_count() or 1))
+    monkeypatch.setattr(parallel, "_own_running_threads", lambda: 1)
     costs = torch.rand(256, 30, 30, generator=torch.Generator().manual_seed(0)) + 0.1
     assert parallel.threads_for(256 * shortest_path.SECONDS_PER_RELAXATION * 30 * 30 * 8) == 1
     paths = cg.solvers.get("shortest_path")(costs)

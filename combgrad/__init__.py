@@ -15,6 +15,7 @@ from . import adapters, geometry, gradients, solvers
 from .adapters import DifferentiableSolver, differentiable
 from .errors import ConvergenceWarning, OptionError, SolverError
 from .gradients import losses
+from .solvers import get_num_threads, set_num_threads
 
 if TYPE_CHECKING:
     from . import tasks
@@ -25,6 +26,8 @@ __all__ = [
     "OptionError",
     "SolverError",
     "differentiable",
+    "get_num_threads",
+    "set_num_threads",
     "losses",
     "adapters",
     "geometry",

@@ -22,12 +22,13 @@ class Argmax(BatchSolver):
     name = "argmax"
     sense = "max"
     event_ndim = 1
+    backends = ("torch",)
 
     def check_event(self, theta: torch.Tensor, event_shape: tuple[int, ...]) -> None:
         if event_shape[0] < 1:
             raise ValueError(f"argmax: theta must have at least 1 entry per instance, got shape {tuple(theta.shape)}")
 
-    def solve_flat(self, theta: torch.Tensor) -> torch.Tensor:
+    def solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
         # torch.argmax returns the first maximal index, which is the documented tie rule.
         index = theta.argmax(dim=-1, keepdim=True)
         return torch.zeros_like(theta).scatter_(-1, index, 1.0)

@@ -88,19 +88,61 @@ def check_sum_magnitude(owner: str, argument: str, theta: torch.Tensor, terms: i
         )
 
 
+BACKENDS = ("auto", "numba", "torch")
+"""The ``backend=`` values a built-in solver takes (see :class:`BatchSolver`)."""
+
+
 class BatchSolver:
     """Base class for solvers that run on one flat batch ``[B, *event]``.
 
     Subclasses set ``name``, ``sense`` and ``event_ndim``, may override
-    :meth:`check_event` for problem-specific checks, and implement either
-    :meth:`solve_batch` on a float64 numpy array (numba and Python kernels; it is a
-    fresh copy, so the caller's tensor is never modified) or, for torch-native
-    solvers that run on theta's own device, :meth:`solve_flat`.
+    :meth:`check_event` for problem-specific checks, and implement one or both
+    kernels, listing them in ``backends``:
+
+    - ``"numba"``, the host kernel: :meth:`solve_batch` on a float64 numpy copy
+      (numba, or Python for OR-Tools and user functions; it is a fresh copy, so
+      the caller's tensor is never modified). A CUDA theta is copied to the host,
+      solved there and returned to its device.
+    - ``"torch"``, the device-native kernel: :meth:`solve_torch` on the detached
+      tensor itself, on theta's device (CPU included), no host round trip.
+
+    A subclass that takes ``backend=`` calls :meth:`set_backend` in its
+    constructor. ``"auto"`` (the default) picks ``"torch"`` for a theta that is
+    not on the CPU when the solver has a torch kernel, else the solver's first
+    listed backend.
     """
 
     name: str
     sense: Sense
     event_ndim: int
+    backends: tuple[str, ...] = ("numba",)
+    """The kernels this solver has, in order of preference on the CPU."""
+    backend: str = "auto"
+
+    def set_backend(self, backend: object) -> None:
+        """Validate and store ``backend`` ("auto" or one of :attr:`backends`).
+
+        Raises:
+            ValueError: If ``backend`` is unknown, or names a kernel this solver
+                does not have; the message lists the ones it has.
+        """
+        available = ("auto", *self.backends)
+        if backend not in BACKENDS:
+            raise ValueError(f"{self.name}: backend must be one of {list(available)}, got {backend!r}")
+        if backend not in available:
+            raise ValueError(
+                f"{self.name}: backend {backend!r} is not available for this solver; "
+                f"available: {', '.join(available)}"
+            )
+        self.backend = str(backend)
+
+    def backend_for(self, device: torch.device) -> str:
+        """The kernel that solves a theta on ``device``: "numba" or "torch"."""
+        if self.backend != "auto":
+            return self.backend
+        if device.type != "cpu" and "torch" in self.backends:
+            return "torch"
+        return self.backends[0]
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         """Solve every instance of ``theta [*batch, *event]``; returns ``y`` of the same shape."""
@@ -117,10 +159,9 @@ class BatchSolver:
         return y.reshape(*batch_shape, *event_shape).to(device=theta.device, dtype=theta.dtype)
 
     def solve_flat(self, theta: torch.Tensor) -> torch.Tensor:
-        """Solve ``theta [B, *event]`` (B >= 1, detached); return ``y [B, *event]``.
-
-        The default runs :meth:`solve_batch` on a float64 CPU copy.
-        """
+        """Solve ``theta [B, *event]`` (B >= 1, detached) with the chosen kernel; return ``y [B, *event]``."""
+        if self.backend_for(theta.device) == "torch":
+            return self.solve_torch(theta)
         # copy=True: a float64 CPU theta would otherwise be shared with the kernel,
         # which may then write into the caller's tensor (or return it as y).
         array = theta.to(
@@ -132,7 +173,11 @@ class BatchSolver:
         """Raise ValueError if ``event_shape`` (or theta's values) suit no instance."""
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
-        """Solve ``theta [B, *event]`` (float64, C-contiguous); return ``y [B, *event]``."""
+        """The host kernel: solve ``theta [B, *event]`` (float64, C-contiguous); return ``y [B, *event]``."""
+        raise NotImplementedError
+
+    def solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
+        """The device-native kernel: solve ``theta [B, *event]`` on its own device and dtype."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -27,6 +27,7 @@ class TopK(BatchSolver):
     name = "topk"
     sense = "max"
     event_ndim = 1
+    backends = ("torch",)
 
     def __init__(self, *, k: int) -> None:
         self.k = check_positive_int("topk", "k", k)
@@ -37,7 +38,7 @@ class TopK(BatchSolver):
                 f"topk: theta's last dim must be at least k={self.k}, got shape {tuple(theta.shape)}"
             )
 
-    def solve_flat(self, theta: torch.Tensor) -> torch.Tensor:
+    def solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
         # torch.topk is fast but promises nothing about ties, so it only finds the
         # k-th largest value. Where exactly k entries reach it, they are the answer;
         # elsewhere entries equal to it fill the remaining places in index order.

@@ -174,3 +174,47 @@ def test_huge_finite_values_whose_sum_overflows_are_accepted():
     assert cg.solvers.get("argmax")(theta).tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="must be finite"):
         cg.solvers.get("argmax")(torch.tensor([1e308, float("inf"), -1.0], dtype=torch.float64))
+
+
+class TwoKernelSolver(BatchSolver):
+    """Both kernels; each marks which one ran."""
+
+    name = "two_kernels"
+    sense = "max"
+    event_ndim = 1
+    backends = ("numba", "torch")
+
+    def __init__(self, backend="auto"):
+        self.set_backend(backend)
+        self.ran: list[str] = []
+
+    def solve_batch(self, theta):
+        self.ran.append("numba")
+        return np.zeros_like(theta)
+
+    def solve_torch(self, theta):
+        self.ran.append("torch")
+        return torch.zeros_like(theta)
+
+
+@pytest.mark.parametrize("backend, expected", [("auto", "numba"), ("numba", "numba"), ("torch", "torch")])
+def test_backend_chooses_the_kernel_on_the_cpu(backend, expected):
+    solver = TwoKernelSolver(backend)
+    solver(torch.ones(2, 3))
+    assert solver.ran == [expected] and solver.backend_for(torch.device("cpu")) == expected
+
+
+def test_auto_backend_prefers_torch_off_the_cpu():
+    assert TwoKernelSolver().backend_for(torch.device("meta")) == "torch"
+    assert TwoKernelSolver("numba").backend_for(torch.device("meta")) == "numba"
+
+
+def test_bad_backends_list_what_exists():
+    with pytest.raises(ValueError, match=r"two_kernels: backend must be one of \['auto', 'numba', 'torch'\], got 'cuda'"):
+        TwoKernelSolver("cuda")
+
+    class HostOnly(TwoKernelSolver):
+        backends = ("numba",)
+
+    with pytest.raises(ValueError, match="two_kernels: backend 'torch' is not available for this solver; available: auto, numba"):
+        HostOnly("torch")

@@ -1,10 +1,12 @@
 """``spanning_tree``: the minimum (or maximum) spanning tree of a dense weighted graph.
 
 Each instance is a complete undirected graph on ``n`` vertices given by its
-weight matrix; the kernel is Prim's algorithm in its dense ``O(n^2)``
-form (no heap: on a complete graph a linear scan per step is optimal), compiled
-by numba and run over the batch by :func:`combgrad.solvers.parallel.run_batch`
-(serial for small batches, threads for large ones).
+weight matrix; both kernels are Prim's algorithm in its dense ``O(n^2)``
+form (no heap: on a complete graph a linear scan per step is optimal). The
+"numba" kernel runs it per instance, over the batch by
+:func:`combgrad.solvers.parallel.run_batch` (serial for small batches, threads
+for large ones); the "torch" kernel runs its ``n - 1`` steps once for the whole
+batch, each step a masked minimum over ``[B, n]`` keys on theta's device.
 
 References:
     R. C. Prim. Shortest connection networks and some generalizations.
@@ -81,6 +83,45 @@ def _solve_chunks(weights, sign, out, chunks):
         _solve_range(weights, sign, out, start, stop)
 
 
+def _prim_torch(weights: torch.Tensor, sign: float) -> torch.Tensor:
+    """The torch kernel: Prim on every instance of ``weights [B, n, n]`` at once; 0/1 ``y [B, n, n]``.
+
+    The same steps and tie rule as :func:`_prim`, vectorised over the batch. Keys
+    are the half-sums ``w[u, v] / 2 + w[v, u] / 2``: halving is exact (short of
+    subnormals), so they order edges exactly as numba's ``w[u, v] + w[v, u]``,
+    ties included, and cannot overflow. Half precision is widened to float32,
+    whose range and precision the keys need; float32 and float64 stay as they are.
+    """
+    if weights.dtype not in (torch.float32, torch.float64):
+        weights = weights.float()
+    batch, n, _ = weights.shape
+    keys = (weights * (0.5 * sign)) + (weights.transpose(1, 2) * (0.5 * sign))
+    rows = torch.arange(batch, device=weights.device)
+    # Step 0: every vertex's best connection is to vertex 0, the tree's root.
+    best = keys[:, 0, :].clone()
+    parent = torch.zeros(batch, n, dtype=torch.long, device=weights.device)
+    in_tree = torch.zeros(batch, n, dtype=torch.bool, device=weights.device)
+    in_tree[:, 0] = True
+    infinity = torch.tensor(float("inf"), dtype=keys.dtype, device=weights.device)
+    for step in range(n - 1):
+        # argmin returns the first minimum: the lowest index among equal keys joins.
+        chosen = torch.where(in_tree, infinity, best).argmin(dim=1)
+        in_tree[rows, chosen] = True
+        if step == n - 2:
+            break  # every vertex has joined; no key is read again
+        row = keys[rows, chosen]
+        # Strict improvement only: among equal connections the vertex that joined
+        # first stays the parent; a vertex's parent is fixed once it has joined.
+        improve = (row < best) & ~in_tree
+        best = torch.where(improve, row, best)
+        parent = torch.where(improve, chosen[:, None], parent)
+    y = torch.zeros(batch, n, n, dtype=weights.dtype, device=weights.device)
+    # Vertex v > 0 hangs from parent[v]; vertex 0 has none. A tree has no 2-cycle,
+    # so the child-to-parent entries and their transposes never overlap.
+    y[:, 1:].scatter_(2, parent[:, 1:, None], 1.0)
+    return y + y.transpose(1, 2)
+
+
 # Estimated serial time of one step of the dense Prim scan (one vertex examined
 # for one joining vertex): about 3.7 ns at n = 30 (benchmarks/threads.py --calibrate).
 SECONDS_PER_STEP = 4e-9
@@ -102,13 +143,23 @@ class SpanningTree(BatchSolver):
     the best connection to the tree joins, the lowest index among equals; its
     tree edge goes to the tree vertex that joined first among those offering that
     best weight. With ``sense="max"`` the same rule runs on the negated
-    weights.
+    weights. Both backends follow this rule; in float64 they return the same
+    tree. The torch backend compares float32 weights in float32 (and widens
+    float16/bfloat16 to float32), so where two connections differ by less than
+    float32 rounding it may pick another tree of equal weight up to that rounding.
+
+    Backends: ``"numba"`` (compiled Prim per instance, threads over the batch;
+    the faster one on the CPU, so ``"auto"`` picks it there) and ``"torch"``
+    (the ``n - 1`` steps vectorised across the batch, on theta's device without
+    a host copy; ``"auto"`` picks it for a CUDA theta).
 
     Args:
         sense: ``"min"`` (default) for a minimum tree, ``"max"`` for a maximum one.
+        backend: ``"auto"`` (default), ``"numba"`` or ``"torch"``: which kernel
+            solves the batch (see Backends above).
 
     Raises:
-        ValueError: On an invalid sense; at call time on weights that are not
+        ValueError: On an invalid sense or backend; at call time on weights that are not
             ``[*, n, n]`` with ``n >= 1``, not finite, or so large (above about
             1e308 / (4 (n - 1))) that a tree's weight overflows float64.
 
@@ -119,13 +170,17 @@ class SpanningTree(BatchSolver):
         tensor([[0., 1., 0.],
                 [1., 0., 1.],
                 [0., 1., 0.]])
+        >>> cg.solvers.get("spanning_tree", backend="torch")(weights).equal(cg.solvers.get("spanning_tree")(weights))
+        True
     """
 
     name = "spanning_tree"
     event_ndim = 2
+    backends = ("numba", "torch")
 
-    def __init__(self, *, sense: str = "min") -> None:
+    def __init__(self, *, sense: str = "min", backend: str = "auto") -> None:
         self.sense = check_sense("spanning_tree", sense)
+        self.set_backend(backend)
 
     def check_event(self, theta: torch.Tensor, event_shape: tuple[int, ...]) -> None:
         rows, cols = event_shape
@@ -144,8 +199,13 @@ class SpanningTree(BatchSolver):
         arguments = (theta, 1.0 if self.sense == "min" else -1.0)
         return run_batch(_solve_range, _solve_chunks, arguments, out, SECONDS_PER_STEP * n * n)
 
+    def solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
+        return _prim_torch(theta, 1.0 if self.sense == "min" else -1.0)
+
     def __repr__(self) -> str:
-        return f"SpanningTree(sense={self.sense!r})"
+        if self.backend == "auto":
+            return f"SpanningTree(sense={self.sense!r})"
+        return f"SpanningTree(sense={self.sense!r}, backend={self.backend!r})"
 
 
 register("spanning_tree", SpanningTree)

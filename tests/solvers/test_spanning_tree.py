@@ -194,3 +194,97 @@ def test_largest_accepted_weights_still_give_a_tree():
 
 def test_single_vertex_accepts_any_finite_weight():
     assert cg.solvers.get("spanning_tree")(torch.tensor([[1e308]], dtype=torch.float64)).tolist() == [[0.0]]
+
+
+# --- the torch backend (issue 10): agreement with the numba kernel on every device
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+def tree_weight(weights: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+    """<w, y> per instance, in float64."""
+    return (weights.double() * adjacency.double()).sum((-2, -1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sense", ["min", "max"])
+@pytest.mark.parametrize("n, batch", [(2, 200), (3, 200), (5, 300), (12, 300), (30, 300)])
+def test_torch_backend_returns_the_numba_tree_in_float64(device, sense, n, batch):
+    # 2 x 1300 random instances (asymmetric, as inside an estimator). In float64
+    # both kernels compare the same keys with the same rule, so the trees are equal,
+    # not only their weights.
+    generator = torch.Generator().manual_seed(n)
+    weights = torch.randn(batch, n, n, generator=generator, dtype=torch.float64)
+    numba = SpanningTree(sense=sense, backend="numba")(weights)
+    y = SpanningTree(sense=sense, backend="torch")(weights.to(device))
+    assert y.device.type == device and y.dtype == torch.float64
+    assert torch.equal(y.cpu(), numba)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sense", ["min", "max"])
+@pytest.mark.parametrize("n", [4, 9, 16])
+def test_torch_backend_follows_the_tie_rule_on_integer_weights(device, sense, n):
+    # Weights in {0, 1, 2}: many equal connections, so this pins the tie rule.
+    generator = torch.Generator().manual_seed(100 + n)
+    weights = torch.randint(0, 3, (300, n, n), generator=generator).double()
+    numba = SpanningTree(sense=sense, backend="numba")(weights)
+    assert torch.equal(SpanningTree(sense=sense, backend="torch")(weights.to(device)).cpu(), numba)
+    for instance, adjacency in zip(weights[:3].numpy(), numba[:3].numpy()):
+        symmetric = (instance + instance.T) / 2
+        np.testing.assert_array_equal(adjacency, tie_rule_adjacency(symmetric, sense))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("sense", ["min", "max"])
+def test_torch_backend_in_lower_precision_gives_optimal_weight(device, dtype, sense):
+    # float32 keys (float16/bfloat16 are widened to float32) may order two
+    # connections within float32 rounding differently from numba's float64 keys:
+    # each of the n - 1 choices can then lose at most the rounding of one key,
+    # 2 max|w| 2**-24 with margin, so the tree's weight (2 keys per edge in
+    # <w, y>) is within 4 (n - 1) max|w| 2**-23 of the optimum.
+    n = 20
+    generator = torch.Generator().manual_seed(7)
+    weights = torch.randn(400, n, n, generator=generator).to(dtype)
+    y = SpanningTree(sense=sense, backend="torch")(weights.to(device)).cpu()
+    assert y.dtype == dtype
+    for adjacency in y[:20].double().numpy():
+        assert_spanning_tree(adjacency)
+    optimum = tree_weight(weights, SpanningTree(sense=sense, backend="numba")(weights))
+    tolerance = 4 * (n - 1) * float(weights.double().abs().max()) * 2.0**-23
+    assert (tree_weight(weights, y) - optimum).abs().max() <= tolerance
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_backend_edge_cases(device):
+    solver = SpanningTree(backend="torch")
+    assert torch.equal(solver(torch.tensor([[7.0]], device=device)).cpu(), torch.zeros(1, 1))
+    assert solver(torch.ones(0, 4, 4, device=device)).shape == (0, 4, 4)
+    star = torch.zeros(5, 5)
+    star[0, 1:] = star[1:, 0] = 1
+    assert torch.equal(solver(torch.ones(5, 5, device=device)).cpu(), star)
+    # Batch dims, an unchanged input, and the largest accepted weights (whose
+    # full sums w + w^T would overflow float32, but not the half-sums).
+    weights = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1)).to(device)
+    before = weights.clone()
+    y = solver(weights)
+    assert y.shape == weights.shape and torch.equal(weights, before)
+    assert torch.equal(y[1, 2], solver(weights[1, 2]))
+    huge = torch.full((4, 4), 3e38, device=device)
+    huge[0, 1] = huge[1, 0] = 1e38
+    tree = solver(huge).cpu()
+    assert tree[0, 1] == 1 and tree.sum() == 6
+
+
+def test_auto_backend_is_numba_on_the_cpu_and_torch_elsewhere():
+    solver = cg.solvers.get("spanning_tree")
+    assert solver.backends == ("numba", "torch") and solver.backend == "auto"
+    assert solver.backend_for(torch.device("cpu")) == "numba"
+    assert solver.backend_for(torch.device("cuda")) == "torch"
+    assert repr(cg.solvers.get("spanning_tree", backend="torch")) == "SpanningTree(sense='min', backend='torch')"
+
+
+def test_unknown_backend_raises():
+    with pytest.raises(ValueError, match=r"spanning_tree: backend must be one of \['auto', 'numba', 'torch'\], got 'triton'"):
+        SpanningTree(backend="triton")

@@ -1,8 +1,11 @@
 """``knapsack``: the 0/1 knapsack with integer weights, solved exactly by dynamic programming.
 
-The DP over the capacity is compiled by numba and run over the batch by
-:func:`combgrad.solvers.parallel.run_batch` (serial for small batches, threads
-for large ones). Fractional data is scaled to integers with ``constraint_scale``
+Two kernels run the same DP over the capacity: the "numba" one per instance,
+over the batch by :func:`combgrad.solvers.parallel.run_batch` (serial for small
+batches, threads for large ones); the "torch" one across the batch at once, a
+``[B, capacity + 1]`` value table updated item by item on theta's device (the
+weights are shared by the batch, so each item is one shifted slice), then a
+vectorised walk back through the ``[B, n, capacity + 1]`` decisions. Fractional data is scaled to integers with ``constraint_scale``
 as in the ``ilp`` solver.
 """
 
@@ -81,6 +84,43 @@ def _solve_chunks(values: np.ndarray, weights: np.ndarray, capacity: int, out: n
 SECONDS_PER_CELL = 0.8e-9
 
 
+# The torch kernel solves the batch in chunks whose decision tables hold at most
+# this many cells (one byte each), so memory stays bounded for any batch size.
+MAX_TORCH_CHUNK_CELLS = 2**28
+
+
+def _knapsack_torch(values: torch.Tensor, weights: list[int], capacity: int) -> torch.Tensor:
+    """The torch kernel: 0/1 selections ``y [B, n]`` for ``values [B, n]``, all instances at once.
+
+    The DP of :func:`_knapsack_one` with the batch as the vectorised dim: the
+    same additions and strict comparisons, item by item, so in float64 it takes
+    exactly numba's decisions (its tie rule included). Half precision is widened
+    to float32; float32 and float64 stay as they are.
+    """
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()
+    batch, n = values.shape
+    best = torch.zeros(batch, capacity + 1, dtype=values.dtype, device=values.device)
+    take = torch.zeros(batch, n, capacity + 1, dtype=torch.bool, device=values.device)
+    for item, weight in enumerate(weights):
+        if weight > capacity:
+            continue
+        # The candidate is computed from the table before this item, like numba's
+        # downward loop; values <= 0 never improve strictly (best is non-decreasing
+        # in the capacity), so, as in numba, such items are never taken.
+        candidate = best[:, : capacity + 1 - weight] + values[:, item : item + 1]
+        improve = candidate > best[:, weight:]
+        take[:, item, weight:] = improve
+        best[:, weight:] = torch.where(improve, candidate, best[:, weight:])
+    y = torch.zeros(batch, n, dtype=values.dtype, device=values.device)
+    left = torch.full((batch, 1), capacity, dtype=torch.long, device=values.device)
+    for item in range(n - 1, -1, -1):
+        taken = take[:, item].gather(1, left)
+        y[:, item : item + 1] = taken.to(values.dtype)
+        left = left - taken.long() * weights[item]
+    return y
+
+
 # Why weights must be integers, for the error message.
 _INTEGER_REASON = "the dynamic program indexes its table by total weight"
 
@@ -138,8 +178,7 @@ class Knapsack(BatchSolver):
 
     Item ``i`` has value ``theta[..., i]`` and weight ``weights[i]``; the selection's
     total weight is at most ``capacity``. Sense "max". Exact, by dynamic programming
-    over the capacity, O(n * capacity) time per instance, in numba, parallel over
-    the batch. Items of value <= 0 are never taken (leaving them out never lowers
+    over the capacity, O(n * capacity) time per instance. Items of value <= 0 are never taken (leaving them out never lowers
     the value), so perturbed scores can be passed as they are.
 
     Weights and capacity must be non-negative integers after multiplying them by
@@ -161,6 +200,16 @@ class Knapsack(BatchSolver):
     ``(y[n-1], y[n-2], ..., y[0])`` lexicographically among the optimal selections,
     so equal items are taken lowest index first. Values are compared exactly in
     float64, so selections whose values differ only by rounding are not ties.
+    The torch backend follows the same rule in theta's precision (float64, or
+    float32 for float32 and narrower dtypes): in float64 it returns numba's
+    selection; for float32 theta its sums are rounded to float32, so where two
+    selections' values differ by less than that rounding it may return the other.
+
+    Backends: ``"numba"`` (compiled DP per instance, threads over the batch; the
+    faster one on the CPU, so ``"auto"`` picks it there) and ``"torch"`` (the DP
+    vectorised across the batch on theta's device, no host copy; ``"auto"`` picks
+    it for a CUDA theta). The torch kernel keeps a ``B x n x (c + 1)`` table of
+    byte decisions, in batch chunks of at most 2**28 cells.
 
     Args:
         weights: Item weights ``[n]``: a tensor, ndarray or sequence of non-negative
@@ -169,9 +218,11 @@ class Knapsack(BatchSolver):
             by ``constraint_scale``.
         constraint_scale: Positive factor applied to ``weights`` and ``capacity``
             before the integrality check; default 1.
+        backend: ``"auto"`` (default), ``"numba"`` or ``"torch"``: which kernel
+            solves the batch (see Backends above).
 
     Raises:
-        ValueError: If ``weights`` or ``capacity`` is invalid, or (on call) if
+        ValueError: If ``weights``, ``capacity`` or ``backend`` is invalid, or (on call) if
             theta's last dim is not ``n``, or theta is not finite or so large that
             a sum of n values overflows float64.
 
@@ -183,11 +234,14 @@ class Knapsack(BatchSolver):
         >>> decimal = cg.solvers.get("knapsack", weights=[4.61, 2.5], capacity=7.11, constraint_scale=100)
         >>> decimal.weights.tolist(), decimal.capacity
         ([461, 250], 711)
+        >>> cg.solvers.get("knapsack", weights=[3, 4, 2], capacity=5, backend="torch")(torch.tensor([4.0, 5.0, 3.0]))
+        tensor([1., 0., 1.])
     """
 
     name = "knapsack"
     sense = "max"
     event_ndim = 1
+    backends = ("numba", "torch")
 
     def __init__(
         self,
@@ -195,7 +249,9 @@ class Knapsack(BatchSolver):
         weights: torch.Tensor | np.ndarray | Sequence[float],
         capacity: float,
         constraint_scale: float = 1.0,
+        backend: str = "auto",
     ) -> None:
+        self.set_backend(backend)
         scale = check_number("knapsack", "constraint_scale", constraint_scale, positive=True)
         self.weights = _check_weights(weights, scale)
         self.capacity = _check_capacity(capacity, scale)
@@ -224,9 +280,18 @@ class Knapsack(BatchSolver):
         work = SECONDS_PER_CELL * theta.shape[1] * (self._table_capacity + 1)
         return run_batch(_solve_range, _solve_chunks, (theta, self.weights, self._table_capacity), out, work)
 
+    def solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
+        weights = [int(weight) for weight in self.weights]
+        cells = theta.shape[1] * (self._table_capacity + 1)
+        chunk = max(1, MAX_TORCH_CHUNK_CELLS // cells)
+        return torch.cat(
+            [_knapsack_torch(part, weights, self._table_capacity) for part in theta.split(chunk)]
+        )
+
     def __repr__(self) -> str:
         # The scaled integers: this recreates an equivalent solver.
-        return f"Knapsack(weights={self.weights.tolist()}, capacity={self.capacity})"
+        text = f"Knapsack(weights={self.weights.tolist()}, capacity={self.capacity}"
+        return text + (")" if self.backend == "auto" else f", backend={self.backend!r})")
 
 
 register("knapsack", Knapsack)

@@ -212,3 +212,104 @@ def test_theta_whose_selection_value_overflows_is_refused():
     assert solver(torch.tensor([1e307, 1e307, 0.0], dtype=torch.float64)).tolist() == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match=r"knapsack: theta must have magnitudes at most 3e\+307 for a selection of 3 items"):
         solver(torch.tensor([4e307, 0.0, 0.0], dtype=torch.float64))
+
+
+# --- the torch backend (issue 10): agreement with the numba kernel on every device
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(6))
+def test_torch_backend_returns_the_numba_selection_in_float64(device, seed):
+    # 6 x 25 random solvers x 40 instances = 6000 instances, half with real
+    # values, half with small integers (many ties, and values <= 0). In float64
+    # both kernels make the same additions and strict comparisons, so the
+    # selections are equal, not only their values.
+    rng = np.random.default_rng(200 + seed)
+    for _ in range(25):
+        n = int(rng.integers(1, 16))
+        weights = rng.integers(0, 10, size=n)
+        capacity = int(rng.integers(0, weights.sum() + 3))
+        values = torch.from_numpy(
+            np.concatenate([rng.normal(size=(20, n)), rng.integers(-1, 3, size=(20, n)).astype(np.float64)])
+        )
+        numba = Knapsack(weights=weights, capacity=capacity, backend="numba")(values)
+        y = Knapsack(weights=weights, capacity=capacity, backend="torch")(values.to(device))
+        assert y.device.type == device and y.dtype == torch.float64
+        assert torch.equal(y.cpu(), numba), (weights, capacity)
+
+
+@pytest.mark.parametrize("n", [3, 8, 12])
+def test_torch_backend_matches_brute_force_ties(n):
+    rng = np.random.default_rng(60 + n)
+    weights = rng.integers(0, 4, size=n)
+    capacity = int(rng.integers(0, weights.sum() + 1))
+    values = rng.integers(-1, 3, size=(6, n)).astype(np.float64)
+    y = Knapsack(weights=weights, capacity=capacity, backend="torch")(torch.from_numpy(values)).numpy()
+    for instance, solution in zip(values, y):
+        best_value, best_selection = brute_force(instance, weights, capacity)
+        assert solution @ instance == best_value
+        assert solution.tolist() == best_selection.tolist()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_torch_backend_in_lower_precision_gives_optimal_value(device, dtype):
+    # float32 sums (float16/bfloat16 widened to float32) of at most n values each
+    # round by at most n |value|max 2**-24; a selection the float32 DP prefers
+    # can thus be worse than the optimum by at most twice that, 2**-22 n max|v| with margin.
+    rng = np.random.default_rng(9)
+    n = 30
+    weights = rng.integers(1, 20, size=n)
+    capacity = int(weights.sum() // 3)
+    values = torch.from_numpy(rng.normal(size=(300, n))).to(dtype)
+    y = Knapsack(weights=weights, capacity=capacity, backend="torch")(values.to(device)).cpu()
+    assert y.dtype == dtype
+    assert (y.double().numpy() @ weights <= capacity).all()
+    optimum = (Knapsack(weights=weights, capacity=capacity, backend="numba")(values).double() * values.double()).sum(-1)
+    achieved = (y.double() * values.double()).sum(-1)
+    tolerance = n * float(values.double().abs().max()) * 2.0**-22
+    assert (optimum - achieved).max() <= tolerance and (achieved - optimum).max() <= tolerance
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_backend_edge_cases(device):
+    solver = Knapsack(weights=[0, 1, 0, 3], capacity=0, backend="torch")
+    assert solver(torch.tensor([1.0, 5.0, 2.0, 4.0], device=device)).tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert solver(torch.zeros(0, 4, device=device)).shape == (0, 4)
+    every = Knapsack(weights=[3, 5, 7], capacity=10**12, backend="torch")
+    assert every(torch.tensor([1.0, -2.0, 3.0], device=device)).tolist() == [1.0, 0.0, 1.0]
+    equal = Knapsack(weights=[2, 2, 2, 2, 2], capacity=5, backend="torch")
+    assert equal(torch.ones(5, device=device)).tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+    decimal = Knapsack(weights=[4.61, 2.5, 1.0], capacity=7.11, constraint_scale=100, backend="torch")
+    assert decimal(torch.tensor([5.0, 4.0, 1.0], device=device)).tolist() == [1.0, 1.0, 0.0]
+    theta = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0)).to(device)
+    before = theta.clone()
+    y = Knapsack(weights=[1, 2, 3, 1], capacity=4, backend="torch")(theta)
+    assert y.shape == theta.shape and torch.equal(theta, before)
+
+
+def test_torch_backend_solves_large_batches_in_chunks(monkeypatch):
+    # A chunk limit of 3 instances' tables cuts 10 instances into 4 chunks.
+    import combgrad.solvers.knapsack as module
+
+    rng = np.random.default_rng(11)
+    weights = rng.integers(1, 6, size=7)
+    solver = Knapsack(weights=weights, capacity=12, backend="torch")
+    monkeypatch.setattr(module, "MAX_TORCH_CHUNK_CELLS", 3 * 7 * 13)
+    chunks = []
+    kernel = module._knapsack_torch
+    monkeypatch.setattr(module, "_knapsack_torch", lambda values, *rest: chunks.append(len(values)) or kernel(values, *rest))
+    values = torch.from_numpy(rng.normal(size=(10, 7)))
+    assert torch.equal(solver(values), Knapsack(weights=weights, capacity=12, backend="numba")(values))
+    assert chunks == [3, 3, 3, 1]
+
+
+def test_auto_backend_repr_and_unknown_backend():
+    solver = cg.solvers.get("knapsack", weights=[1, 2], capacity=2)
+    assert solver.backends == ("numba", "torch") and solver.backend_for(torch.device("cpu")) == "numba"
+    assert solver.backend_for(torch.device("cuda")) == "torch"
+    assert repr(Knapsack(weights=[1, 2], capacity=2, backend="torch")) == "Knapsack(weights=[1, 2], capacity=2, backend='torch')"
+    with pytest.raises(ValueError, match=r"knapsack: backend must be one of \['auto', 'numba', 'torch'\], got 'gpu'"):
+        Knapsack(weights=[1, 2], capacity=2, backend="gpu")

@@ -6,7 +6,11 @@ neighbouring cells (4 or 8 of them), and its cost is the sum of the costs of all
 the cells it visits, both ends included. The kernel is Dijkstra's algorithm with a
 binary heap, compiled by numba and run over the batch by
 :func:`combgrad.solvers.parallel.run_batch` (serial for small batches, threads
-for large ones).
+for large ones): the ``"numba"`` backend. The ``"torch"`` backend runs on
+theta's own device (a GPU, or the CPU): batched Bellman-Ford sweeps (every cell
+takes the cheapest of its neighbours' distances plus its own cost, all cells of
+all instances at once) until nothing changes, then a predecessor walk back from
+the target, vectorised across the batch.
 
 References:
     E. W. Dijkstra. A note on two problems in connexion with graphs.
@@ -14,10 +18,14 @@ References:
 
     M. Vlastelica, A. Paulus, V. Musil, G. Martius, M. Rolinek. Differentiation of
     Blackbox Combinatorial Solvers. ICLR 2020.
+
+    R. Bellman. On a routing problem. Quarterly of Applied Mathematics 16(1),
+    87-90, 1958.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -172,6 +180,137 @@ def _solve_chunks(costs, clip, source, target, steps, out, chunks):
 SECONDS_PER_RELAXATION = 9e-9
 
 
+# The torch backend checks for convergence every this many sweeps: each check
+# is a host sync (a comparison read back from the device), a sweep is a few
+# element-wise kernels.
+CHECK_EVERY = 8
+
+
+def _torch_distances(
+    costs: torch.Tensor, source: tuple[int, int], neighbourhood: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bellman-Ford sweeps over ``costs [B, H, W]`` (already clipped at 0) on their device.
+
+    Everything is held negated, ``-distance`` and ``-cost``, on the padded grid
+    ``(H + 2) x (W + 2)`` flattened row-major, whose border cells cost ``-inf``:
+    a sweep is then a running maximum over contiguous shifted slices of one
+    buffer (no bounds checks, no gather), and border cells stay ``-inf``. The
+    8-neighbour maximum is separable (a 3-wide maximum along rows, then along
+    columns: four element-wise kernels instead of eight). Negating is exact in
+    IEEE arithmetic, so ``-(d + c) == (-d) - c`` and the distances are the ones
+    a plain minimum would give. The cell's own value takes part in the
+    maximum; that is harmless, as ``d + c >= d`` for ``c >= 0``.
+
+    A Jacobi sweep ``t`` makes ``distance[v]`` the cheapest cost over paths of
+    at most ``t`` steps, so the sweeps stop once one changes nothing (checked
+    every :data:`CHECK_EVERY` sweeps: after ``k`` further sweeps the distances
+    are unchanged exactly when none of them changed anything, since they only
+    decrease), and at the latest after ``H * W`` sweeps (a shortest path has
+    fewer steps).
+
+    Returns:
+        ``(negative_distance, level, negative_cost)``, each ``[B, (H + 2) * (W + 2)]``:
+        ``level`` (int32) is the sweep of each cell's last improvement (0 for the
+        source); the walk uses it to never step back onto a zero-cost plateau.
+    """
+    batch, height, width = costs.shape
+    stride = width + 2
+    size = (height + 2) * stride
+    negative_cost = torch.full((batch, height + 2, stride), -math.inf, dtype=costs.dtype, device=costs.device)
+    torch.neg(costs, out=negative_cost[:, 1:-1, 1:-1])
+    negative_cost = negative_cost.reshape(batch, size)
+    negative_distance = torch.full_like(negative_cost, -math.inf)
+    start = (source[0] + 1) * stride + source[1] + 1
+    negative_distance[:, start] = negative_cost[:, start]
+    level = torch.zeros((batch, size), dtype=torch.int32, device=costs.device)
+    # [low, high) runs from the first real cell to the last one: slices shifted
+    # by one cell and one row in either direction stay inside the buffer.
+    low, high = stride + 1, size - stride - 1
+    inner = high - low
+    distance_inner = negative_distance[:, low:high]
+    cost_inner = negative_cost[:, low:high]
+    level_inner = level[:, low:high]
+    across = torch.empty((batch, size - 2), dtype=costs.dtype, device=costs.device)
+    candidate = torch.empty((batch, inner), dtype=costs.dtype, device=costs.device)
+    better = torch.empty((batch, inner), dtype=torch.bool, device=costs.device)
+    row, col = source
+    # No cell can settle before its hop distance from the source, so the first
+    # check comes only after that many sweeps.
+    if neighbourhood == 8:
+        first_check = max(row, height - 1 - row, col, width - 1 - col)
+    else:
+        first_check = max(row, height - 1 - row) + max(col, width - 1 - col)
+    snapshot: torch.Tensor | None = None
+    for sweep in range(1, height * width + CHECK_EVERY + 1):
+        if neighbourhood == 8:
+            # across[i] = max over cells i - 1, i, i + 1 of the padded grid (index i + 1).
+            torch.maximum(negative_distance[:, :-2], negative_distance[:, 2:], out=across)
+            torch.maximum(across, negative_distance[:, 1:-1], out=across)
+            # candidate[i] (cell low + i) = max of across over the rows above, at and below.
+            torch.maximum(across[:, low - stride - 1 : high - stride - 1], across[:, low + stride - 1 : high + stride - 1], out=candidate)
+            torch.maximum(candidate, across[:, low - 1 : high - 1], out=candidate)
+        else:
+            torch.maximum(negative_distance[:, low - stride : high - stride], negative_distance[:, low + stride : high + stride], out=candidate)
+            torch.maximum(candidate, negative_distance[:, low - 1 : high - 1], out=candidate)
+            torch.maximum(candidate, negative_distance[:, low + 1 : high + 1], out=candidate)
+        candidate.add_(cost_inner)
+        torch.gt(candidate, distance_inner, out=better)
+        torch.maximum(distance_inner, candidate, out=distance_inner)
+        level_inner.masked_fill_(better, sweep)
+        if sweep >= first_check and (sweep - first_check) % CHECK_EVERY == 0:
+            if snapshot is not None and torch.equal(distance_inner, snapshot):
+                break
+            snapshot = distance_inner.clone()
+    return negative_distance, level, negative_cost
+
+
+def _torch_walk(
+    negative_distance: torch.Tensor,
+    level: torch.Tensor,
+    negative_cost: torch.Tensor,
+    shape: tuple[int, int],
+    source: tuple[int, int],
+    target: tuple[int, int],
+    neighbourhood: int,
+) -> torch.Tensor:
+    """The path masks ``[B, H, W]`` (bool), traced from ``target`` back to ``source``.
+
+    At each step every instance moves, at once, to the first neighbour ``u`` of
+    its current cell ``v`` (in row-major order) with ``d[u] + c[v] == d[v]``
+    (in the sweeps' own arithmetic) and ``(d[u], level[u]) < (d[v], level[v])``.
+    The neighbour through which ``v`` last improved satisfies both (for
+    ``d[u] == d[v]`` its distance was already final then, so its level is
+    lower), so a step always exists; the pair strictly decreases along the
+    walk, so it never cycles on zero-cost plateaus and reaches the source in
+    fewer than ``H * W`` steps.
+    """
+    height, width = shape
+    batch = negative_distance.shape[0]
+    device = negative_distance.device
+    stride = width + 2
+    steps = torch.as_tensor(_STEPS[neighbourhood], device=device)
+    offsets = steps[:, 0] * stride + steps[:, 1]
+    start = (source[0] + 1) * stride + source[1] + 1
+    current = torch.full((batch, 1), (target[0] + 1) * stride + target[1] + 1, dtype=torch.int64, device=device)
+    on_path = torch.zeros(negative_distance.shape, dtype=torch.bool, device=device)
+    on_path.scatter_(1, current, True)
+    for step in range(height * width):
+        if step % CHECK_EVERY == 0 and not bool((current != start).any()):
+            break  # one host sync every few steps, not one per step
+        neighbours = current + offsets
+        here = negative_distance.gather(1, current)
+        there = negative_distance.gather(1, neighbours)
+        # there > here is d[u] < d[v]; a lower level is only needed where they are equal.
+        allowed = ((there + negative_cost.gather(1, current)) == here) & (
+            (there > here) | (level.gather(1, neighbours) < level.gather(1, current))
+        )
+        # argmax returns the first maximal entry: the first allowed neighbour.
+        previous = neighbours.gather(1, allowed.to(torch.uint8).argmax(1, keepdim=True))
+        current = torch.where(current == start, current, previous)
+        on_path.scatter_(1, current, True)
+    return on_path.reshape(batch, height + 2, stride)[:, 1:-1, 1:-1]
+
+
 def _check_cell(argument: str, value: object) -> tuple[int, int]:
     if (
         isinstance(value, (str, bytes))
@@ -205,6 +344,16 @@ class ShortestPath(BatchSolver):
     the cell reaches its (floating-point) shortest distance. The search stops as
     soon as the target is settled.
 
+    The ``"torch"`` backend returns a path of the same cost (both backends find
+    the minimum over paths of the left-to-right floating-point sum of their
+    cells' costs; the torch one sums float32 and narrower inputs in float32,
+    numba every input in float64), but may pick another one among equally cheap
+    paths. Its tie rule: walking back from the target, the predecessor of each
+    cell ``v`` is its first neighbour ``u`` in row-major order with
+    ``d[u] + c[v] == d[v]`` and, where ``d[u] == d[v]`` (zero costs), ``u``
+    reached by fewer Bellman-Ford sweeps. On 12x12 maps, 1 CPU thread, it takes
+    about 1.2-2x numba's time (``benchmarks/gpu.py --dry``): it is meant for GPUs.
+
     Negative costs, which perturbation-based gradient estimators produce, break
     Dijkstra; with ``negative="clip"`` (the default) they are read as 0 (the input
     is not modified), with ``negative="raise"`` they raise ValueError. Zero costs
@@ -217,6 +366,10 @@ class ShortestPath(BatchSolver):
             bottom-right ``(H - 1, W - 1)`` of each call's grid.
         neighbourhood: 8 (default; king moves, diagonals included) or 4.
         negative: ``"clip"`` (default) or ``"raise"``.
+        backend: ``"auto"`` (default: ``"torch"`` for a theta off the CPU, else
+            ``"numba"``), ``"numba"`` (Dijkstra on the host; a CUDA theta is
+            copied there and back) or ``"torch"`` (Bellman-Ford sweeps on theta's
+            own device, CPU included).
 
     Raises:
         ValueError: On invalid options; at call time on costs with fewer than 2
@@ -239,6 +392,8 @@ class ShortestPath(BatchSolver):
     # Negative costs are clipped or refused, never solved as given (spo_plus reads this).
     accepts_negative = False
 
+    backends = ("numba", "torch")
+
     def __init__(
         self,
         *,
@@ -246,11 +401,13 @@ class ShortestPath(BatchSolver):
         target: tuple[int, int] | None = None,
         neighbourhood: int = 8,
         negative: str = "clip",
+        backend: str = "auto",
     ) -> None:
         self.source = _check_cell("source", source)
         self.target = None if target is None else _check_cell("target", target)
         self.neighbourhood = int(check_choice("shortest_path", "neighbourhood", neighbourhood, (4, 8)))
         self.negative = check_choice("shortest_path", "negative", negative, ("clip", "raise"))
+        self.set_backend(backend)
 
     def _target(self, height: int, width: int) -> tuple[int, int]:
         return (height - 1, width - 1) if self.target is None else self.target
@@ -292,10 +449,22 @@ class ShortestPath(BatchSolver):
         work = SECONDS_PER_RELAXATION * height * width * self.neighbourhood
         return run_batch(_solve_range, _solve_chunks, arguments, out, work)
 
+    def solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
+        height, width = theta.shape[1:]
+        # float64 stays float64; narrower dtypes are summed in float32 (float16
+        # sums of a path's costs would round too coarsely, and overflow at 65504).
+        dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
+        # Clipping is a no-op under negative="raise": check_event refused negatives.
+        costs = theta.to(dtype).clamp(min=0.0)
+        distances = _torch_distances(costs, self.source, self.neighbourhood)
+        return _torch_walk(
+            *distances, (height, width), self.source, self._target(height, width), self.neighbourhood
+        )
+
     def __repr__(self) -> str:
         return (
             f"ShortestPath(source={self.source}, target={self.target}, "
-            f"neighbourhood={self.neighbourhood}, negative={self.negative!r})"
+            f"neighbourhood={self.neighbourhood}, negative={self.negative!r}, backend={self.backend!r})"
         )
 
 

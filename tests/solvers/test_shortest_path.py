@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import zlib
 
 import networkx as nx
 import numpy as np
@@ -329,3 +330,157 @@ def test_refuses_negative_costs_for_losses_that_need_them():
     assert ShortestPath(negative="raise").accepts_negative is False
     assert getattr(cg.solvers.get("shortest_path"), "accepts_negative", True) is False
     assert getattr(cg.solvers.get("spanning_tree"), "accepts_negative", True) is True
+
+
+# The torch backend (Bellman-Ford sweeps on theta's device) against the numba
+# Dijkstra: the same objective on every instance, a valid path, any device.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+TORCH_SHAPES = [(12, 12), (17, 23), (30, 30), (1, 1), (1, 7), (7, 1), (2, 5), (9, 4)]
+
+
+def random_costs(kind: str, shape, rng) -> np.ndarray:
+    """Costs of one of three kinds: continuous, with negatives and zeros (clipped), integer ties."""
+    if kind == "uniform":
+        return rng.uniform(0.1, 10.0, size=shape)
+    if kind == "negative":
+        return rng.normal(0.5, 1.0, size=shape)  # about 30% negative: zero-cost plateaus after clipping
+    return rng.integers(0, 3, size=shape).astype(np.float64)  # many equally cheap paths
+
+
+def objective(costs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    return (np.maximum(costs, 0.0) * masks).sum((-2, -1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["uniform", "negative", "ties"])
+@pytest.mark.parametrize("shape", TORCH_SHAPES)
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_torch_backend_matches_numba_objective(neighbourhood, shape, kind, dtype, device):
+    # 2 x 8 x 3 x 2 cases of 40 instances: 3840 random instances on the CPU.
+    rng = np.random.default_rng(zlib.crc32(repr((neighbourhood, shape, kind)).encode()))
+    costs = torch.from_numpy(random_costs(kind, (40, *shape), rng)).to(dtype)
+    numba_masks = ShortestPath(neighbourhood=neighbourhood, backend="numba")(costs).numpy()
+    torch_masks = ShortestPath(neighbourhood=neighbourhood, backend="torch")(costs.to(device))
+    assert torch_masks.dtype == dtype and torch_masks.device.type == device
+    torch_masks = torch_masks.cpu().numpy()
+    values = costs.double().numpy()
+    # float64: both backends minimise the same float64 left-to-right sums, so
+    # the costs agree to rounding of the re-ordered sum. float32: torch sums in
+    # float32 (relative error below 900 cells * 6e-8 = 5.4e-5 on a 30x30 path).
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-4
+    np.testing.assert_allclose(objective(values, torch_masks), objective(values, numba_masks), rtol=tolerance, atol=tolerance)
+    target = (shape[0] - 1, shape[1] - 1)
+    for mask in torch_masks[:10]:
+        assert_valid_path(mask, (0, 0), target, neighbourhood)
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+@pytest.mark.parametrize("seed", range(6))
+def test_torch_backend_random_source_and_target_match_networkx(neighbourhood, seed):
+    rng = np.random.default_rng(100 + seed)
+    shape = tuple(int(size) for size in rng.integers(1, 16, size=2))
+    source = tuple(int(i) for i in rng.integers((0, 0), shape))
+    target = tuple(int(i) for i in rng.integers((0, 0), shape))
+    costs = rng.normal(1.0, 1.0, size=(30, *shape))
+    options = dict(source=source, target=target, neighbourhood=neighbourhood)
+    masks = ShortestPath(**options, backend="torch")(torch.from_numpy(costs)).numpy()
+    reference = ShortestPath(**options, backend="numba")(torch.from_numpy(costs)).numpy()
+    np.testing.assert_allclose(objective(costs, masks), objective(costs, reference), rtol=1e-12, atol=1e-12)
+    for instance, mask in zip(costs[:5], masks[:5]):
+        clipped = np.maximum(instance, 0.0)
+        assert (clipped * mask).sum() == pytest.approx(networkx_cost(clipped, source, target, neighbourhood))
+        assert_valid_path(mask, source, target, neighbourhood)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    height=st.integers(1, 6),
+    width=st.integers(1, 6),
+    neighbourhood=st.sampled_from([4, 8]),
+)
+def test_torch_backend_small_grids_property(data, height, width, neighbourhood):
+    values = data.draw(st.lists(st.integers(-2, 4), min_size=height * width, max_size=height * width))
+    costs = np.array(values, dtype=np.float64).reshape(height, width)
+    source = (data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1)))
+    target = (data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1)))
+    solver = ShortestPath(source=source, target=target, neighbourhood=neighbourhood, backend="torch")
+    mask = solver(torch.from_numpy(costs)).numpy()
+    clipped = np.maximum(costs, 0.0)
+    assert (clipped * mask).sum() == networkx_cost(clipped, source, target, neighbourhood)
+    assert_valid_path(mask, source, target, neighbourhood)
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+def test_torch_backend_terminates_on_zero_cost_plateaus(neighbourhood):
+    # All cells cost 0: every neighbour is "equally cheap", so a walk that only
+    # compared distances could cycle; the sweep level rules that out.
+    costs = torch.zeros(3, 30, 30)
+    costs[1, 10:20, 10:20] = 5.0
+    masks = ShortestPath(neighbourhood=neighbourhood, backend="torch")(costs).numpy()
+    for mask, instance in zip(masks, costs.numpy()):
+        assert_valid_path(mask, (0, 0), (29, 29), neighbourhood)
+        assert (mask * instance).sum() == 0.0
+
+
+def test_torch_backend_tie_rule_on_constant_grids():
+    # Walking back from the target, each cell steps to its first (row-major)
+    # neighbour one step closer: with 4 neighbours the one above, up to row 0.
+    expected = torch.zeros(4, 6)
+    expected[0, :] = 1
+    expected[:, -1] = 1
+    assert torch.equal(ShortestPath(neighbourhood=4, backend="torch")(torch.ones(4, 6)), expected)
+    # With 8 neighbours from (3, 5): up-left diagonals to row 0, then left along it.
+    expected = torch.zeros(4, 6)
+    for cell in [(0, 0), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5)]:
+        expected[cell] = 1
+    assert torch.equal(ShortestPath(backend="torch")(torch.ones(4, 6)), expected)
+    assert torch.equal(ShortestPath(backend="torch")(torch.full((7, 7), 2.5)), torch.eye(7))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_torch_backend_dtype_batch_dims_input_unchanged(dtype):
+    costs = (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) - 0.3).to(dtype)
+    before = costs.clone()
+    solver = ShortestPath(backend="torch")
+    y = solver(costs)
+    assert y.dtype == dtype and y.shape == costs.shape
+    assert torch.equal(costs, before)
+    assert torch.equal(y[1, 2], solver(costs[1, 2]))
+    values = costs.double().numpy()
+    np.testing.assert_allclose(
+        objective(values, y.double().numpy()),
+        objective(values, ShortestPath(backend="numba")(costs).double().numpy()),
+        rtol=1e-5,
+    )
+
+
+def test_torch_backend_empty_batch_and_single_cell():
+    assert ShortestPath(backend="torch")(torch.ones(0, 4, 4)).shape == (0, 4, 4)
+    assert ShortestPath(backend="torch")(torch.ones(2, 0, 4, 4)).shape == (2, 0, 4, 4)
+    assert torch.equal(ShortestPath(backend="torch")(torch.tensor([[3.0]])), torch.tensor([[1.0]]))
+    y = ShortestPath(source=(1, 2), target=(1, 2), backend="torch")(torch.rand(3, 4))
+    assert y.sum() == 1 and y[1, 2] == 1
+
+
+def test_torch_backend_checks_inputs_like_numba():
+    costs = torch.ones(2, 4, 4)
+    costs[1, 2, 2] = -0.5
+    with pytest.raises(ValueError, match=r"costs must be >= 0 with negative='raise', got minimum -0.5"):
+        ShortestPath(negative="raise", backend="torch")(costs)
+    with pytest.raises(ValueError, match="must be finite"):
+        ShortestPath(backend="torch")(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ValueError, match=r"target must lie inside the 3 x 4 grid"):
+        ShortestPath(target=(5, 5), backend="torch")(torch.ones(3, 4))
+
+
+def test_backend_option():
+    assert ShortestPath().backends == ("numba", "torch")
+    assert ShortestPath().backend_for(torch.device("cpu")) == "numba"
+    assert ShortestPath().backend_for(torch.device("cuda")) == "torch"
+    assert ShortestPath(backend="numba").backend_for(torch.device("cuda")) == "numba"
+    assert "backend='torch'" in repr(ShortestPath(backend="torch"))
+    assert cg.solvers.options("shortest_path")["backend"].default == "auto"
+    with pytest.raises(ValueError, match=r"shortest_path: backend must be one of \['auto', 'numba', 'torch'\], got 'cuda'"):
+        ShortestPath(backend="cuda")

@@ -75,6 +75,7 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def _warcraft(args: argparse.Namespace) -> int:
     """Train and evaluate on Warcraft maps, then print a summary table."""
+    from .tasks._training.distributed import world_from_environment
     from .tasks.warcraft.config import TrainConfig
     from .tasks.warcraft.trainer import train
 
@@ -100,6 +101,7 @@ def _warcraft(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.quiet,
+        log_every=args.log_every,
     )
     if not args.out:
         source = "synthetic" if args.data is None else "data"
@@ -107,6 +109,8 @@ def _warcraft(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = train(config, log=lambda line: print(line, file=sys.stderr))
     wall = time.perf_counter() - start
+    if not world_from_environment(owner="warcraft").main:
+        return 0  # under torchrun, rank 0 alone reports
     counts = result["data"]["counts"]
     source = "synthetic" if args.data is None else args.data
     print(
@@ -204,7 +208,8 @@ def _add_warcraft(commands: Any) -> None:
         help="train a CNN + shortest-path solver on Warcraft maps (synthetic unless --data)",
         description="Train a cost CNN through the shortest-path solver on Warcraft maps and report "
         "cost-optimal and exact-match rates. Without --data a synthetic set is generated "
-        "(cached under OUT/data).",
+        "(cached under OUT/data). Under torchrun (torchrun --nproc-per-node N -m combgrad warcraft ...) "
+        "it trains with DistributedDataParallel, --batch-size being the global batch.",
     )
     warcraft.add_argument("--data", help="root of a data set in the original format (holding KxK/)")
     warcraft.add_argument("--out", help="output folder (default runs/warcraft/<data>-<size>-<method>-seed<seed>)")
@@ -238,6 +243,9 @@ def _add_warcraft(commands: Any) -> None:
                           "and 80%% of the epochs (30 and 40 of 50)")
     warcraft.add_argument("--seed", type=int, default=defaults.seed)
     warcraft.add_argument("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    warcraft.add_argument("--log-every", type=int, default=defaults.log_every, metavar="N",
+                          help=f"steps between two readings of the running loss (default {defaults.log_every}; "
+                          "each waits for the GPU)")
     warcraft.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     warcraft.add_argument("--quiet", action="store_true", help="no progress bar (one line per epoch instead)")
     warcraft.set_defaults(run=_warcraft)

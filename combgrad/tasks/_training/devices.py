@@ -40,4 +40,15 @@ def resolve_device(device: str, *, owner: str = "run") -> torch.device:
     return resolved
 
 
-__all__ = ["resolve_device"]
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op on the CPU), so that a wall-clock
+    reading after it covers that work.
+
+    Example:
+        >>> synchronize(torch.device("cpu"))
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+__all__ = ["resolve_device", "synchronize"]

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import torch
 
+from ..._checks import check_positive_int
+
 
 class Progress(Protocol):
     """The part of a tqdm bar the loop uses."""
@@ -31,15 +33,30 @@ def optimise_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     progress: Progress,
+    *,
+    log_every: int = 50,
+    after_step: Callable[[], None] | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """One pass of optimisation steps; returns the example-weighted mean loss.
+
+    The loss is summed on its own device and read back (one host sync) only every
+    ``log_every`` steps, for the progress bar, and once at the end: on a GPU a read
+    per step would stall the queue of kernels at every step.
 
     Args:
         batches: Tuples of tensors; the first tensor's first dim is the batch size.
         loss_of: Scalar loss of one batch (a mean over its examples).
         optimizer: Stepped after each backward pass.
         scheduler: Stepped after each optimisation step.
-        progress: Advanced by one per step, showing the running mean loss.
+        progress: Advanced by one per step; its running mean loss is refreshed
+            every ``log_every`` steps and after the last one.
+        log_every: Steps between two reads of the running loss (``>= 1``).
+        after_step: Called after each optimisation step (e.g. to average an
+            estimator's adaptive state across processes).
+        reduce: Applied to the float64 ``[loss sum, example count]`` of this process
+            before the mean is taken (e.g. a sum over the processes of a
+            distributed run, so that every process returns the global mean).
 
     Example:
         >>> from types import SimpleNamespace
@@ -53,19 +70,41 @@ def optimise_epoch(
         >>> weight.item()  # the first step's loss 1 (2 examples) moved it; the second's is 0 (4 examples)
         1.0
     """
-    loss_sum, seen = 0.0, 0
+    log_every = check_positive_int("optimise_epoch", "log_every", log_every)
+    loss_sum: torch.Tensor | None = None
+    seen = 0
+    steps = 0
     for batch in batches:
         loss = loss_of(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         count = len(batch[0])
-        loss_sum += float(loss.detach()) * count
+        weighted = loss.detach().to(_accumulator_dtype(loss.device)) * count
+        loss_sum = weighted if loss_sum is None else loss_sum + weighted
         seen += count
+        steps += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{loss_sum / seen:.3f}")
-    return loss_sum / max(seen, 1)
+        if steps % log_every == 0:
+            progress.set_postfix(loss=f"{float(loss_sum) / seen:.3f}")
+    if loss_sum is None:
+        loss_sum = torch.zeros((), dtype=torch.float64)
+    total = torch.stack([loss_sum, torch.full_like(loss_sum, seen)])
+    if reduce is not None:
+        total = reduce(total)
+    loss_total, count_total = (float(value) for value in total.cpu())
+    mean = loss_total / max(count_total, 1.0)
+    if steps % log_every != 0:
+        progress.set_postfix(loss=f"{mean:.3f}")
+    return mean
+
+
+def _accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 for summing losses, except where the device has none (Apple's MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def run_epochs(

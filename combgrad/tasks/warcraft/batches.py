@@ -1,8 +1,11 @@
 """Data of a Warcraft run: load or generate (and cache) the splits, input statistics, batches.
 
 The splits stay :class:`~.data.WarcraftSplit` numpy arrays (uint8 maps, costs as
-stored); a batch is copied to torch and the device only when it is used, so a
-large data set is never held twice.
+stored). Training reads its batches from a :class:`ResidentSplit`: on the CPU the
+arrays themselves (no copy), on a GPU the whole split copied to the device once
+when it fits (then a batch is one gather on the device, with no host work and no
+copy per step), else held in pinned host memory and streamed batch by batch
+with asynchronous copies.
 """
 
 from __future__ import annotations
@@ -115,4 +118,96 @@ def training_batches(
         yield maps, paths
 
 
-__all__ = ["channel_statistics", "prepare_data", "shuffled_order", "training_batches"]
+DEVICE_SHARE = 0.5
+"""The largest share of a GPU's free memory that a training split may take on it."""
+
+
+def placement(nbytes: int, device: torch.device, free_bytes: int | None = None) -> str:
+    """Where a training split of ``nbytes`` is held for ``device``: ``"device"``, ``"pinned"`` or ``"host"``.
+
+    On the CPU the host arrays are used as they are. On a GPU the split goes to the
+    device when it takes at most :data:`DEVICE_SHARE` of the free memory (leaving
+    the rest for the network's activations), else it stays in pinned host memory
+    (copies from pinned memory run asynchronously; from pageable memory they block).
+
+    Args:
+        nbytes: Size of the split's maps and paths.
+        device: The run's device.
+        free_bytes: Free memory of ``device`` (default: asked from CUDA).
+
+    Example:
+        >>> placement(10**9, torch.device("cpu")), placement(10**9, torch.device("cuda"), free_bytes=4 * 10**9)
+        ('host', 'device')
+        >>> placement(10**9, torch.device("cuda"), free_bytes=10**9)
+        'pinned'
+    """
+    if device.type == "cpu":
+        return "host"
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    if nbytes <= DEVICE_SHARE * free_bytes:
+        return "device"
+    return "pinned" if device.type == "cuda" else "host"
+
+
+class ResidentSplit:
+    """A split's training tensors (maps and paths) where the run reads them (see :func:`placement`).
+
+    Args:
+        split: The training split.
+        device: The run's device.
+        where: ``"auto"`` (:func:`placement`), ``"device"``, ``"pinned"`` or ``"host"``.
+
+    Attributes:
+        maps: ``[N, 8k, 8k, 3]`` uint8; paths: ``[N, k, k]`` float32.
+        where: The placement chosen.
+
+    Example:
+        >>> from combgrad.tasks.warcraft.data import generate_split
+        >>> resident = ResidentSplit(generate_split(12, 5), torch.device("cpu"))
+        >>> resident.where, [tuple(maps.shape) for maps, _ in resident.batches(torch.arange(5), 2)]
+        ('host', [(2, 96, 96, 3), (2, 96, 96, 3), (1, 96, 96, 3)])
+    """
+
+    def __init__(self, split: WarcraftSplit, device: torch.device, *, where: str = "auto") -> None:
+        self.device = device
+        maps = torch.from_numpy(np.ascontiguousarray(split.maps))
+        paths = torch.from_numpy(np.asarray(split.shortest_paths).astype(np.float32))
+        if where == "auto":
+            where = placement(maps.nbytes + paths.nbytes, device)
+        if where == "device":
+            maps, paths = maps.to(device), paths.to(device)
+        elif where == "pinned":
+            maps, paths = maps.pin_memory(), paths.pin_memory()
+        elif where != "host":
+            raise ValueError(f"warcraft: where must be one of auto, device, pinned, host, got {where!r}")
+        self.maps, self.paths, self.where = maps, paths, where
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``(maps [B, 8k, 8k, 3] uint8, paths [B, k, k] float32)`` on the device, in ``order``.
+
+        The order is moved to the tensors' device once, so that slicing it and
+        gathering rows involves no host sync.
+        """
+        order = order.to(self.maps.device)
+        stream = self.where == "pinned"
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            maps, paths = self.maps.index_select(0, index), self.paths.index_select(0, index)
+            if stream:  # a gathered batch is pageable: pin it so that the copy is asynchronous
+                maps, paths = maps.pin_memory(), paths.pin_memory()
+            yield maps.to(self.device, non_blocking=stream), paths.to(self.device, non_blocking=stream)
+
+
+__all__ = [
+    "DEVICE_SHARE",
+    "ResidentSplit",
+    "channel_statistics",
+    "placement",
+    "prepare_data",
+    "shuffled_order",
+    "training_batches",
+]

@@ -89,6 +89,9 @@ class TrainConfig:
         seed: Seed of the weights, shuffling and estimator noise.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
         eval_batch_size: Maps per evaluation step.
+        log_every: Steps between two readings of the running loss for the progress
+            bar (each one waits for the device's queued work: a GPU run must not
+            read it every step).
         resume: Continue from ``out/checkpoint.pt`` when it exists.
         progress: Show a tqdm progress bar.
         plots: Write the PNG plots at the end.
@@ -121,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 500
+    log_every: int = 50
     resume: bool = False
     progress: bool = True
     plots: bool = True
@@ -141,6 +145,7 @@ class TrainConfig:
         self.epochs = check_positive_int(owner, "epochs", self.epochs)
         self.batch_size = check_positive_int(owner, "batch_size", self.batch_size)
         self.eval_batch_size = check_positive_int(owner, "eval_batch_size", self.eval_batch_size)
+        self.log_every = check_positive_int(owner, "log_every", self.log_every)
         self.seed = check_positive_int(owner, "seed", self.seed, minimum=0)
         check_choice(owner, "schedule", self.schedule, SCHEDULES)
         self.lr = check_number(owner, "lr", self.lr, positive=True)

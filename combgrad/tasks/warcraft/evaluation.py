@@ -169,9 +169,27 @@ class Predictor:
 
     def evaluate(self, split: WarcraftSplit, batch_size: int = 500) -> dict[str, float]:
         """Mean :func:`path_metrics` over a split (``regret`` over valid paths only)."""
+        return summarise(self.per_example(split, batch_size))
+
+    def per_example(
+        self, split: WarcraftSplit, batch_size: int = 500, *, start: int = 0, stop: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """:func:`path_metrics` of maps ``start .. stop - 1`` of a split, ``[stop - start]`` each, on the CPU.
+
+        A distributed run evaluates one such block per process and joins them.
+
+        Example:
+            >>> from combgrad.tasks.warcraft.data import generate_split
+            >>> from combgrad.tasks.warcraft.model import SmallCNN
+            >>> metrics = Predictor(SmallCNN(12), torch.zeros(3), torch.ones(3)).per_example(
+            ...     generate_split(12, 5), 2, start=1, stop=4)
+            >>> metrics["exact"].shape
+            torch.Size([3])
+        """
+        stop = len(split) if stop is None else min(stop, len(split))
         parts: dict[str, list[torch.Tensor]] = {}
-        for start in range(0, len(split), batch_size):
-            chunk = slice(start, start + batch_size)
+        for first in range(start, stop, batch_size):
+            chunk = slice(first, min(first + batch_size, stop))
             _, paths = self(torch.from_numpy(split.maps[chunk]))
             metrics = path_metrics(
                 paths.cpu(), torch.from_numpy(np.asarray(split.shortest_paths[chunk])),
@@ -179,7 +197,9 @@ class Predictor:
             )
             for name, values in metrics.items():
                 parts.setdefault(name, []).append(values)
-        return summarise({name: torch.cat(values) for name, values in parts.items()})
+        if not parts:  # an empty block (more processes than maps)
+            return {name: torch.zeros(0, dtype=torch.float64) for name in ("exact", "valid", "cost_optimal", "regret")}
+        return {name: torch.cat(values) for name, values in parts.items()}
 
 
 __all__ = ["Predictor", "connects_corners", "normalise_costs", "path_metrics"]

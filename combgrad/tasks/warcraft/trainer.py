@@ -45,6 +45,21 @@ from ...gradients import losses
 from ...solvers import get as get_solver
 from .._training import (
     Checkpoint,
+    World,
+    average_buffers,
+    barrier,
+    broadcast_buffers,
+    broadcast_object,
+    gather_objects,
+    local_batch_size,
+    process_group,
+    rng_state,
+    set_rng_state,
+    shard,
+    sum_over_processes,
+    summarise,
+    synchronize,
+    world_from_environment,
     Progress,
     Stateful,
     TimedSolver,
@@ -59,7 +74,7 @@ from .._training import (
     totals,
 )
 from . import data as data_module
-from .batches import channel_statistics, prepare_data, shuffled_order, training_batches
+from .batches import ResidentSplit, channel_statistics, prepare_data, shuffled_order
 from .config import TrainConfig
 from .data import WarcraftSplit
 from .evaluation import Predictor
@@ -102,9 +117,16 @@ def train(
 ) -> dict[str, Any]:
     """Train and evaluate one Warcraft run; write checkpoint, metrics.json and plots to ``config.out``.
 
+    Started by ``torchrun --nproc-per-node N`` (``WORLD_SIZE > 1`` in the
+    environment), the run trains with DistributedDataParallel: Gloo on the CPU,
+    NCCL on CUDA with one GPU per process; ``batch_size`` stays the global batch,
+    each process solving its own ``batch_size / N`` maps of it
+    (:mod:`combgrad.tasks._training.distributed`). Rank 0 alone reads the
+    checkpoint and writes every output; the others receive what they need from it.
+
     Args:
         config: The run's :class:`~.config.TrainConfig`.
-        log: Where progress lines go.
+        log: Where progress lines go (rank 0's only in a distributed run).
         on_epoch_end: Called as ``on_epoch_end(epoch, record)`` after each epoch's
             checkpoint is written (``epoch`` counts from 1); an exception raised there
             stops the run as a kill would, and a later ``resume=True`` run continues it.
@@ -113,12 +135,14 @@ def train(
         The content of ``metrics.json``: ``config``, ``history`` (one record per epoch:
         loss, lr, times, val and test metrics), ``final`` (val and test metrics of the
         last epoch), ``timing`` (seconds; ``solver_share`` is the fraction of the
-        training steps' time spent in solver calls) and ``data`` (root, sizes and the
-        share of maps whose optimum is not unique).
+        training steps' time spent in solver calls, timed with CUDA events on a GPU;
+        rank 0's in a distributed run) and ``data`` (root, sizes and the share of maps
+        whose optimum is not unique).
 
     Raises:
         ValueError: On a device this machine lacks, bad estimator options, unreadable
-            data, or (with ``resume``) a checkpoint that is unreadable or holds another
+            data, a batch size that the processes cannot share equally, or (with
+            ``resume``) a checkpoint that is unreadable or holds another
             configuration; all before any training.
 
     Example:
@@ -130,25 +154,76 @@ def train(
         ['cost_optimal', 'exact', 'regret', 'valid']
     """
     started = time.perf_counter()
+    world = world_from_environment(owner="warcraft")
     device = resolve_device(config.device, owner="warcraft")
+    if world.distributed:
+        local_batch_size(config.batch_size, world, owner="warcraft")  # refuse before joining the group
+    with process_group(world, device) as device:
+        return _train(config, world, device, started, log if world.main else _quiet, on_epoch_end)
+
+
+def _quiet(line: str) -> None:
+    """The log of processes other than rank 0."""
+
+
+def _read_checkpoint(checkpoint: Checkpoint, world: World) -> dict[str, Any] | None:
+    """Rank 0 reads the checkpoint; every process gets its content (or rank 0's error)."""
+    content: dict[str, Any] | None = None
+    problem: str | None = None
+    if world.main:
+        try:
+            content = checkpoint.read()
+        except ValueError as error:
+            if not world.distributed:
+                raise
+            problem = str(error)
+    content, problem = broadcast_object((content, problem), world)
+    if problem is not None:
+        raise ValueError(problem)
+    return content
+
+
+def _train(
+    config: TrainConfig,
+    world: World,
+    device: torch.device,
+    started: float,
+    log: Callable[[str], None],
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """:func:`train` inside the process group (``world``), on this process's ``device``."""
     out = Path(config.out)
     checkpoint = Checkpoint(out / "checkpoint.pt", owner="warcraft", identity=config.identity())
-    saved = checkpoint.read() if config.resume else None
+    saved = _read_checkpoint(checkpoint, world) if config.resume else None
     # The estimator before the data (it draws no random numbers): bad options fail at once.
     solver, eval_solver = TimedSolver(get_solver("shortest_path")), TimedSolver(get_solver("shortest_path"))
     layer, loss_fn = build_loss(config, solver, device)
-    out.mkdir(parents=True, exist_ok=True)
-    data_root, splits = prepare_data(config, log=log)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        data_root, splits = prepare_data(config, log=log)
+    barrier(world)  # a synthetic set is generated by rank 0 alone; the others then load it
+    if not world.main:
+        data_root, splits = prepare_data(config, log=log)
     data_seconds = time.perf_counter() - started
 
     seed_everything(config.seed)
     model = build_model(config.model, config.size, direct=config.direct, channels=config.channels).to(device)
     mean, std = channel_statistics(splits["train"].maps)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    steps_per_epoch = math.ceil(len(splits["train"]) / config.batch_size)
+    batch_size = local_batch_size(config.batch_size, world, owner="warcraft")
+    train_data = ResidentSplit(splits["train"], device)
+    steps_per_epoch = math.ceil(len(shard(torch.arange(len(train_data)), world)) / batch_size)
     scheduler = learning_rate_schedule(optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
     predictor = Predictor(
         model, mean, std, direct=config.direct, normalise=config.normalise, solver=eval_solver, device=device
+    )
+    trained: nn.Module = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    network = Predictor(  # the same network, through DDP's gradient averaging when distributed
+        trained, mean, std, direct=config.direct, normalise=config.normalise, solver=eval_solver, device=device
     )
     states: dict[str, Stateful | None] = {"model": model, "optimizer": optimizer, "scheduler": scheduler,
                                           "layer": layer}
@@ -156,49 +231,94 @@ def train(
     start_epoch, history = 0, []
     if saved is not None:
         start_epoch, history = checkpoint.restore(saved, states, device)
+        _restore_rank_rng(saved, world, device, log)
         log(f"resuming {checkpoint.path} after epoch {start_epoch} of {config.epochs}")
-    elif config.resume:
-        log(f"no checkpoint at {checkpoint.path}: starting from scratch")
+    else:
+        if config.resume:
+            log(f"no checkpoint at {checkpoint.path}: starting from scratch")
+        if world.rank:  # every process draws its own estimator noise; rank 0's is a plain run's
+            seed_everything(config.seed + 1_000_003 * world.rank)
 
     def train_epoch(epoch: int, progress: Progress) -> dict[str, Any]:
         model.train()
-        order = shuffled_order(len(splits["train"]), config.seed, epoch)
+        order = shard(shuffled_order(len(train_data), config.seed, epoch), world)
         solver.seconds = 0.0
         start = time.perf_counter()
         loss = optimise_epoch(
-            training_batches(splits["train"], order, config.batch_size, device),
-            lambda batch: loss_fn(predictor.output(predictor.images(batch[0])), batch[1]),
-            optimizer, scheduler, progress,
+            train_data.batches(order, batch_size),
+            lambda batch: loss_fn(network.output(network.images(batch[0])), batch[1]),
+            optimizer, scheduler, progress, log_every=config.log_every,
+            after_step=(lambda: average_buffers(layer, world)) if world.distributed else None,
+            reduce=lambda total: sum_over_processes(total, world),
         )
+        synchronize(device)
         seconds = time.perf_counter() - start
         return {"loss": loss, "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
                 "solver_seconds": solver.seconds, "solver_share": share(solver.seconds, seconds)}
 
     def evaluate(epoch: int) -> dict[str, Any]:
         start, eval_solver.seconds = time.perf_counter(), 0.0
-        val = predictor.evaluate(splits["val"], config.eval_batch_size)
-        test = predictor.evaluate(splits["test"], config.eval_batch_size)
+        broadcast_buffers(model, world)  # one model everywhere: rank 0's batch-norm statistics
+        val = _evaluate(predictor, splits["val"], config.eval_batch_size, world)
+        test = _evaluate(predictor, splits["test"], config.eval_batch_size, world)
         return {"eval_seconds": time.perf_counter() - start, "eval_solver_seconds": eval_solver.seconds,
                 "val": val, "test": test}
 
     def save(epochs_done: int, history: list[dict[str, Any]]) -> None:
-        standardisation = {"mean": mean, "std": std}
-        checkpoint.save(epoch=epochs_done, history=history, states=states, device=device,
-                        extra={"standardisation": standardisation})
+        ranks_rng = gather_objects(rng_state(device), world) if world.distributed else None
+        if not world.main:
+            return
+        extra: dict[str, Any] = {"standardisation": {"mean": mean, "std": std}}
+        if ranks_rng is not None:
+            extra["ranks_rng"] = ranks_rng
+        checkpoint.save(epoch=epochs_done, history=history, states=states, device=device, extra=extra)
 
     history = run_epochs(
         epochs=config.epochs, steps_per_epoch=steps_per_epoch, train_epoch=train_epoch, evaluate=evaluate,
         save=save, describe=_describe(config.epochs), postfix=_postfix, start_epoch=start_epoch,
-        history=history, progress=config.progress, log=log, on_epoch_end=on_epoch_end,
+        history=history, progress=config.progress and world.main, log=log, on_epoch_end=on_epoch_end,
     )
     if not history:  # resumed a finished run with nothing left to train
         raise ValueError(f"warcraft: {checkpoint.path} holds no epochs to report")
-    result = _result(config, device, history, data_root, splits, data_seconds)
-    if config.plots:
-        _plot(config, predictor, splits["test"], history, out)
-    result["timing"]["wall_seconds_this_run"] = time.perf_counter() - started
-    atomic_write_json(result, out / "metrics.json")
+    result = _result(config, device, history, data_root, splits, data_seconds, world)
+    if world.main:
+        if config.plots:
+            _plot(config, predictor, splits["test"], history, out)
+        result["timing"]["wall_seconds_this_run"] = time.perf_counter() - started
+        atomic_write_json(result, out / "metrics.json")
+    barrier(world)  # no process leaves (and tears the group down) before rank 0 has written
     return result
+
+
+def _restore_rank_rng(saved: dict[str, Any], world: World, device: torch.device, log: Callable[[str], None]) -> None:
+    """Each process continues its own random streams from a distributed run's checkpoint.
+
+    The checkpoint's main ``rng`` entry is rank 0's (restored already); the others'
+    are under ``extra["ranks_rng"]``. With another number of processes than the run
+    that wrote it, the other ranks draw fresh streams: the run continues, but not
+    exactly as the uninterrupted one would.
+    """
+    ranks_rng = saved["extra"].get("ranks_rng")
+    if not world.distributed:
+        return
+    if isinstance(ranks_rng, list) and len(ranks_rng) == world.size:
+        if world.rank:
+            set_rng_state(ranks_rng[world.rank], device)
+        return
+    log(f"the checkpoint was written by {len(ranks_rng) if isinstance(ranks_rng, list) else 1} processes, "
+        f"not {world.size}: the other ranks' random streams start afresh")
+    if world.rank:
+        seed_everything(int(saved["epoch"]) * 1_000_003 + world.rank)
+
+
+def _evaluate(predictor: Predictor, split: WarcraftSplit, batch_size: int, world: World) -> dict[str, float]:
+    """The split's mean metrics; a distributed run evaluates one contiguous block per process."""
+    if not world.distributed:
+        return predictor.evaluate(split, batch_size)
+    block = math.ceil(len(split) / world.size)
+    mine = predictor.per_example(split, batch_size, start=world.rank * block, stop=(world.rank + 1) * block)
+    parts = gather_objects(mine, world)
+    return summarise({name: torch.cat([part[name] for part in parts]) for name in mine})
 
 
 def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
@@ -225,13 +345,15 @@ def _result(
     data_root: Path,
     splits: dict[str, WarcraftSplit],
     data_seconds: float,
+    world: World,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (see :func:`train`)."""
     spent = totals(history, ["train_seconds", "solver_seconds", "eval_seconds"])
     meta = data_module.read_meta(data_root, config.size) or {}
     return {
         "method": config.method(),
-        "config": {**asdict(config), "options": config.resolved_options(), "device": str(device)},
+        "config": {**asdict(config), "options": config.resolved_options(), "device": str(device),
+                   "processes": world.size},
         "history": history,
         "final": {"val": history[-1]["val"], "test": history[-1]["test"]},
         "timing": {

@@ -29,7 +29,10 @@ follow the paper's reference implementation (EdinburghNLP/torch-adaptive-imle,
 
 The gradient of a call uses the beta in force when its forward ran. ``beta``,
 ``velocity`` and ``nonzero`` are registered float64 buffers: they move with
-``.to()`` and are saved and restored by ``state_dict``.
+``.to()`` and are saved and restored by ``state_dict``; the update runs on
+their device without reading them back to the host, so a module moved to
+theta's device (``aimle.to("cuda")``) adds no host sync per step. The norms
+and ``lam`` are float32 at least, also for float16/bfloat16 theta.
 
 References:
     P. Minervini, L. Franceschi, M. Niepert. Adaptive Perturbation-Based Gradient
@@ -46,7 +49,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, boolean, check_incoming_gradient, choice, event_norm, number, option, solve_perturbed
+from .base import Estimator, blame_gradient, boolean, choice, event_norm, number, option
 from .perturb_and_map import (
     PerturbAndMAPOptions,
     broadcast_instances,
@@ -86,6 +89,11 @@ def adaptive_lam(
 ) -> torch.Tensor:
     """``lam = beta * ||s|| / ||dy||`` (0 where ``dy = 0``): 0-dim for ``norm="batch"``, else ``[S', *batch]``.
 
+    The norms and ``lam`` are computed in float32 at least (float64 stays
+    float64): a float16 norm overflows once its squares sum past 65504, which a
+    30x30 map of costs near 10 already does (900 * 100), and ``lam`` would be
+    inf. ``lam`` is on ``scores``' device, whatever ``beta``'s.
+
     Args:
         scores: ``s [*batch, *event]``.
         dy: ``[*batch, *event]`` or ``[S, *batch, *event]``.
@@ -102,12 +110,15 @@ def adaptive_lam(
         >>> adaptive_lam(s, dy, torch.tensor(0.5), 1, norm="instance")
         tensor([[1.2500, 0.0000]])
     """
+    dtype = torch.promote_types(scores.dtype, torch.float32)
     if norm == "batch":
-        dy_norm, score_norm = torch.linalg.vector_norm(dy), torch.linalg.vector_norm(scores)
+        dy_norm = torch.linalg.vector_norm(dy, dtype=dtype)
+        score_norm = torch.linalg.vector_norm(scores, dtype=dtype)
     else:
-        dy_norm, score_norm = event_norm(with_sample_dim(dy, scores), event_ndim), event_norm(scores, event_ndim)
+        dy_norm = event_norm(with_sample_dim(dy, scores).to(dtype), event_ndim)
+        score_norm = event_norm(scores.to(dtype), event_ndim)
     safe = torch.where(dy_norm > 0, dy_norm, torch.ones_like(dy_norm))
-    lam = beta.to(scores.dtype) * score_norm / safe
+    lam = beta.to(device=scores.device, dtype=dtype) * score_norm / safe
     return torch.where(dy_norm > 0, lam, torch.zeros_like(lam))
 
 
@@ -157,19 +168,25 @@ class AIMLEFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        check_incoming_gradient("aimle", dy)
         scores, draws, solutions, beta = ctx.saved_tensors
         options, solver = ctx.options, ctx.solver
         event_ndim = solver.event_ndim
         lam = adaptive_lam(scores, dy, beta, event_ndim, options.norm)
         tau_t = options.target_scale
+        # The solver input's finiteness check is this pass's one host read; it blames a non-finite dy.
+        blame = blame_gradient("aimle", dy)
         if options.symmetric:
-            per_sample = central_difference(solver, scores, dy, draws, lam=lam, target_noise_scale=tau_t)
+            per_sample = central_difference(
+                solver, scores, dy, draws, lam=lam, target_noise_scale=tau_t, owner="aimle", blame=blame
+            )
         else:
-            if tau_t != options.noise_scale:
-                # The reference solves the left side at the target noise scale too.
-                solutions = solve_perturbed(solver, scores, draws, tau_t)
-            per_sample = target_difference(solver, scores, dy, draws, solutions, lam=lam, target_noise_scale=tau_t)
+            # The reference solves the left side at the target noise scale too (in
+            # the targets' solver call); at equal scales the forward's solutions are it.
+            left = None if tau_t == options.noise_scale else tau_t
+            per_sample = target_difference(
+                solver, scores, dy, draws, solutions, lam=lam, target_noise_scale=tau_t, left_noise_scale=left,
+                owner="aimle", blame=blame,
+            )
         ctx.state.adapt(per_sample, event_ndim)
         if options.divide_by_lam:
             # As the reference: divide by lam, or by 1 where lam = 0 (there dy = 0 and so is d).
@@ -278,7 +295,8 @@ class AIMLE(Estimator):
         self.nonzero.mul_(options.nonzero_decay).add_((1.0 - options.nonzero_decay) * count)
         if options.beta_update_step == 0:
             return
-        direction = 1.0 if bool(self.nonzero < options.target_norm) else -1.0
+        # torch.where, not a Python branch: the update stays on the device (no host read).
+        direction = torch.where(self.nonzero < options.target_norm, 1.0, -1.0).to(self.velocity.dtype)
         self.velocity.mul_(options.beta_update_momentum).add_(options.beta_update_step * direction)
         self.beta.add_(self.velocity).clamp_(min=0.0)
 

@@ -30,14 +30,16 @@ from .._checks import (
     all_finite,
     check_bool,
     check_choice,
+    check_finite,
     check_number,
     check_options,
     check_positive_int,
     check_sense,
+    check_tensor,
     check_theta,
     rename_deprecated,
 )
-from ..solvers.base import Solver
+from ..solvers.base import BatchSolver, Solver
 from . import noise as noise_module
 
 
@@ -51,12 +53,84 @@ def score_sign(sense: str) -> int:
     return 1 if check_sense("score_sign", sense) == "max" else -1
 
 
-def solve_scores(solver: Solver, scores: torch.Tensor) -> torch.Tensor:
+def check_solver_input(owner: str, values: torch.Tensor, blame: Callable[[], object] | None = None) -> None:
+    """Raise ValueError unless the solver input ``values`` an estimator built is finite: ONE host read.
+
+    This is the estimators' one finiteness check per pass: the solver input
+    (perturbed scores in forward, moved scores in backward) is non-finite exactly
+    when one of its sources is (theta, the incoming gradient) or when adding them
+    overflowed the dtype, so checking it covers all of them at the cost of one
+    reduction and one read. Only on failure does ``blame()`` run: it raises the
+    source's own error (``imle: theta must be finite``); if it returns, the sum
+    overflowed and the error says so. Without ``blame`` the input is the
+    caller's theta itself, and the error is the solvers' own
+    (``<owner>: theta must be finite``).
+
+    Raises:
+        ValueError: If ``values`` holds NaN or inf.
+
+    Example:
+        >>> check_solver_input("imle", torch.tensor([6e4], dtype=torch.float16) * 2, blame=lambda: None)
+        Traceback (most recent call last):
+        ...
+        ValueError: imle: the solver input built from theta overflowed torch.float16 (finite theta and gradient, NaN or inf after adding noise or the target step); rescale theta, lower noise_scale or lam, or use a wider dtype
+    """
+    if all_finite(values):
+        return
+    if blame is None:
+        check_finite(owner, "theta", values)  # raises
+    else:
+        blame()
+    raise ValueError(
+        f"{owner}: the solver input built from theta overflowed {values.dtype} (finite theta and gradient, "
+        "NaN or inf after adding noise or the target step); rescale theta, lower noise_scale or lam, "
+        "or use a wider dtype"
+    )
+
+
+def call_solver(solver: Solver, theta: torch.Tensor) -> torch.Tensor:
+    """``solver(theta)`` for a flat ``theta [N, *event]`` whose finiteness the caller has checked.
+
+    A :class:`~combgrad.solvers.base.BatchSolver` re-reads the finiteness of its
+    input on every call (a host sync on a GPU, and a full pass over the batch);
+    estimators check their solver inputs once (:func:`check_solver_input`), so
+    they skip it here: a solver with a ``solve_prechecked(theta)`` method is
+    called through it, a ``BatchSolver`` through its own event checks and kernel
+    (:meth:`check_event`, :meth:`solve_flat`; the solver's documented checks
+    such as ``negative="raise"`` still run), and any other solver as it is.
+
+    Example:
+        >>> import torch, combgrad as cg
+        >>> call_solver(cg.solvers.get("argmax"), torch.tensor([[1.0, 2.0]]))
+        tensor([[0., 1.]])
+    """
+    prechecked = getattr(solver, "solve_prechecked", None)
+    if callable(prechecked):
+        return prechecked(theta)
+    if not isinstance(solver, BatchSolver):
+        return solver(theta)
+    solver.check_event(theta, tuple(theta.shape[1:]))
+    if theta.shape[0] == 0:
+        return torch.zeros_like(theta)
+    return solver.solve_flat(theta.detach())
+
+
+def solve_scores(
+    solver: Solver,
+    scores: torch.Tensor,
+    *,
+    owner: str | None = None,
+    blame: Callable[[], object] | None = None,
+) -> torch.Tensor:
     """``y*(s) = argmax_y <s, y>`` for every instance of ``scores [*, *event]``, in ONE solver call.
 
     The leading dims (samples, batch, the two sides of a central difference) are
     flattened into a single batch so that the solver sees one ``[N, *event]``
-    tensor and can spread it over its threads or workers.
+    tensor and can spread it over its threads or workers. The solver input is
+    checked for finiteness once, here (:func:`check_solver_input`, errors named
+    by ``owner``, the solver's name by default, and raised by ``blame`` when a
+    source of the input is at fault), and the solver does not check it again
+    (:func:`call_solver`). The result is on ``scores``' device and dtype.
 
     Example:
         >>> import torch, combgrad as cg
@@ -68,24 +142,32 @@ def solve_scores(solver: Solver, scores: torch.Tensor) -> torch.Tensor:
     event_shape = scores.shape[scores.ndim - event_ndim :]
     batch_shape = scores.shape[: scores.ndim - event_ndim]
     flat = (score_sign(solver.sense) * scores).reshape(math.prod(batch_shape), *event_shape)
-    y = solver(flat)
+    check_solver_input(getattr(solver, "name", "solver") if owner is None else owner, flat, blame)
+    y = call_solver(solver, flat)
     return y.reshape(*batch_shape, *event_shape).to(device=scores.device, dtype=scores.dtype)
 
 
 def solve_perturbed(
-    solver: Solver, scores: torch.Tensor, draws: torch.Tensor, scale: float | torch.Tensor
+    solver: Solver,
+    scores: torch.Tensor,
+    draws: torch.Tensor,
+    scale: float | torch.Tensor,
+    *,
+    owner: str | None = None,
+    blame: Callable[[], object] | None = None,
 ) -> torch.Tensor:
     """``y*(s + scale * Z_i)`` for all draws ``Z [S, *s.shape]`` in one solver call: ``[S, *s.shape]``.
 
     ``scores`` may carry extra leading dims that broadcast against ``draws`` (the
     two sides of a central difference: ``[2, 1, *shape]`` against ``[S, *shape]``).
+    ``owner`` and ``blame`` are those of :func:`solve_scores`.
 
     Example:
         >>> import torch, combgrad as cg
         >>> solve_perturbed(cg.solvers.get("argmax"), torch.tensor([0.0, 1.0]), torch.zeros(3, 2), 1.0).shape
         torch.Size([3, 2])
     """
-    return solve_scores(solver, scores + scale * draws)
+    return solve_scores(solver, scores + scale * draws, owner=owner, blame=blame)
 
 
 def event_sum(values: torch.Tensor, event_ndim: int) -> torch.Tensor:
@@ -187,6 +269,44 @@ def check_incoming_gradient(owner: str, dy: torch.Tensor) -> torch.Tensor:
             "check the loss (and anything between the layer and the loss)"
         )
     return dy
+
+
+def check_theta_structure(owner: str, theta: object, event_ndim: int) -> torch.Tensor:
+    """:func:`~combgrad._checks.check_theta` without its finiteness read (no host sync).
+
+    For callers whose solver input, built from theta, is checked for finiteness
+    once by :func:`check_solver_input` (with :func:`blame_theta`).
+
+    Example:
+        >>> check_theta_structure("imle", torch.tensor([float("nan")]), 1)  # finiteness is read later
+        tensor([nan])
+    """
+    theta = check_tensor(owner, "theta", theta)
+    if theta.ndim < event_ndim or not theta.is_floating_point():
+        check_theta(owner, theta, event_ndim)  # raises the library's message
+    return theta
+
+
+def blame_theta(owner: str, theta: torch.Tensor, event_ndim: int) -> Callable[[], object]:
+    """The ``blame`` of a forward's solver input (:func:`check_solver_input`): raise if ``theta`` is not finite.
+
+    Example:
+        >>> blame_theta("imle", torch.tensor([float("inf")]), 1)()
+        Traceback (most recent call last):
+        ...
+        ValueError: imle: theta must be finite, got NaN or inf values
+    """
+    return functools.partial(check_theta, owner, theta, event_ndim)
+
+
+def blame_gradient(owner: str, dy: torch.Tensor) -> Callable[[], object]:
+    """The ``blame`` of a backward's solver input: raise if the incoming gradient ``dy`` is not finite.
+
+    Example:
+        >>> blame_gradient("imle", torch.tensor([1.0]))()
+        tensor([1.])
+    """
+    return functools.partial(check_incoming_gradient, owner, dy)
 
 
 # An option's check: ``check(owner, argument, value) -> normalised value``, raising
@@ -384,8 +504,13 @@ class Estimator(nn.Module):
         """Register adaptive state as buffers (none by default); runs after ``self.options`` is set."""
 
     def check_input(self, theta: torch.Tensor, solver: Solver) -> torch.Tensor:
-        """Check that ``theta`` is a finite floating tensor with the solver's event dims."""
-        return check_theta(self.name, theta, solver.event_ndim)
+        """Check that ``theta`` is a floating tensor with the solver's event dims, reading no value.
+
+        Its finiteness is read once, with the forward's solver input
+        (:func:`check_solver_input`, which calls :meth:`blame_theta` when that
+        input is not finite), so that a forward pass syncs with the host once.
+        """
+        return check_theta_structure(self.name, theta, solver.event_ndim)
 
     def sampling(self) -> bool:
         """Whether forward draws noise: in training mode, or in eval mode with ``sample_in_eval=True``.

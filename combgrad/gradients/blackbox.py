@@ -20,7 +20,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import EstimatorOptions, Estimator, check_incoming_gradient, number, option, score_sign, solve_scores
+from .base import EstimatorOptions, Estimator, blame_gradient, blame_theta, number, option, score_sign, solve_scores
 from .registry import register
 
 
@@ -36,8 +36,13 @@ class BlackboxOptions(EstimatorOptions):
 def blackbox_vjp(
     solver: Solver, scores: torch.Tensor, solution: torch.Tensor, dy: torch.Tensor, lam: float
 ) -> torch.Tensor:
-    """Score-space ``(y*(s) - y*(s - lam dy)) / lam`` for ``s, y, dy [*batch, *event]``."""
-    return (solution - solve_scores(solver, scores - lam * dy)) / lam
+    """Score-space ``(y*(s) - y*(s - lam dy)) / lam`` for ``s, y, dy [*batch, *event]``.
+
+    The moved scores' finiteness check is the backward's one host read; a
+    non-finite ``dy`` raises its own error from there.
+    """
+    moved = solve_scores(solver, scores - lam * dy, owner="blackbox", blame=blame_gradient("blackbox", dy))
+    return (solution - moved) / lam
 
 
 class BlackboxFunction(torch.autograd.Function):
@@ -47,7 +52,7 @@ class BlackboxFunction(torch.autograd.Function):
     def forward(ctx: Any, theta: torch.Tensor, solver: Solver, options: BlackboxOptions) -> torch.Tensor:
         sign = score_sign(solver.sense)
         scores = sign * theta.detach()
-        solution = solve_scores(solver, scores)
+        solution = solve_scores(solver, scores, owner="blackbox", blame=blame_theta("blackbox", theta, solver.event_ndim))
         ctx.save_for_backward(scores, solution)
         ctx.sign = sign
         ctx.solver = solver
@@ -57,7 +62,6 @@ class BlackboxFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        check_incoming_gradient("blackbox", dy)
         scores, solution = ctx.saved_tensors
         grad = blackbox_vjp(ctx.solver, scores, solution, dy, ctx.options.lam)
         return ctx.sign * grad, None, None

@@ -27,7 +27,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, check_incoming_gradient, number, option
+from .base import Estimator, blame_gradient, number, option
 from .perturb_and_map import (
     PerturbAndMAPOptions,
     combine_samples,
@@ -69,11 +69,12 @@ class IMLEFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        check_incoming_gradient("imle", dy)
         scores, draws, solutions = ctx.saved_tensors
         options = ctx.options
+        # The targets' finiteness check is this pass's one host read; it blames a non-finite dy.
         per_sample = target_difference(
-            ctx.solver, scores, dy, draws, solutions, lam=options.lam, target_noise_scale=options.target_scale
+            ctx.solver, scores, dy, draws, solutions, lam=options.lam, target_noise_scale=options.target_scale,
+            owner="imle", blame=blame_gradient("imle", dy),
         )
         grad = combine_samples(per_sample, options.reduce)
         if options.divide_by_lam:

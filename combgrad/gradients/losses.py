@@ -38,7 +38,17 @@ from .._checks import (
 from ..errors import OptionError
 from ..solvers import registry as solver_registry
 from ..solvers.base import Solver
-from .base import check_noise_options, draw_noise, event_sum, resolve_solver, score_sign, solve_perturbed
+from .base import (
+    blame_theta,
+    check_noise_options,
+    check_theta_structure,
+    draw_noise,
+    event_sum,
+    resolve_solver,
+    score_sign,
+    solve_perturbed,
+    solve_scores,
+)
 
 __all__ = ["fenchel_young", "hamming", "spo_plus"]
 
@@ -156,16 +166,22 @@ def fenchel_young(
     sigma = check_number(owner, "noise_scale", noise_scale, positive=True)
     check_noise_options(owner, noise, None, 1, ("normal", "gumbel"))
     solver = _resolve(owner, solver, solver_options, _FENCHEL_YOUNG_OPTIONS)
-    theta = check_theta(owner, theta, solver.event_ndim)
+    # theta's finiteness is read once, with the perturbed scores (below).
+    theta = check_theta_structure(owner, theta, solver.event_ndim)
     y_true = _check_target(owner, "y_true", y_true, theta)
     event_ndim = solver.event_ndim
     scores = score_sign(solver.sense) * theta
     draws = draw_noise(noise, samples, theta.detach(), generator=generator)
     with torch.no_grad():
-        solutions = solve_perturbed(solver, scores.detach(), draws, sigma)
+        blame = blame_theta(owner, theta, event_ndim)
+        solutions = solve_perturbed(solver, scores.detach(), draws, sigma, owner=owner, blame=blame)
     # Solutions are constants here, so autograd's gradient is mean_i y_i - y_true.
     terms = event_sum((scores.unsqueeze(0) + sigma * draws) * (solutions - y_true), event_ndim)
     return terms.mean(0)
+
+
+def _no_blame() -> None:
+    """The ``blame`` of a solver input whose sources are checked: only an overflow is left."""
 
 
 def _negative_cost_solvers() -> str:
@@ -275,9 +291,13 @@ def spo_plus(
                         f"{description} has entries down to {float(values.min()):.4g}; use a solver that "
                         f"accepts negative costs ({_negative_cost_solvers()}), or keep theta >= theta_true / 2"
                     )
+        # One solver call for both inputs; theta and theta_true were checked above,
+        # so the solver input's check only catches an overflow of 2 * theta - theta_true.
+        sign = score_sign(solver.sense)
         if y_true is None:
-            y_true = solver(costs_true)
-        y_shifted = solver(shifted)
+            y_shifted, y_true = solve_scores(solver, sign * torch.stack([shifted, costs_true]), owner=owner, blame=_no_blame)
+        else:
+            y_shifted = solve_scores(solver, sign * shifted, owner=owner, blame=_no_blame)
     # sign * (y_shifted - y_true), written as a difference so that the gradient has no -0.
     difference = y_shifted - y_true if score_sign(solver.sense) > 0 else y_true - y_shifted
     return event_sum((2 * theta - costs_true) * difference, solver.event_ndim)

@@ -15,7 +15,7 @@ implementation does), and with ``reduce=False`` the estimators sum over samples.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import torch
@@ -24,6 +24,7 @@ from ..solvers.base import Solver
 from . import noise as noise_module
 from .base import (
     SamplingOptions,
+    blame_theta,
     boolean,
     choice,
     draw_noise,
@@ -72,7 +73,8 @@ def perturb_and_solve(
 
     ``scores = sign * theta`` in score space; ``draws [S, *theta.shape]`` and the
     solutions ``[S, *theta.shape]`` of ``scores + noise_scale * draws``, from one
-    batched solver call. Without noise (``noise="none"``, or ``sample=False``:
+    batched solver call, whose input is the pass's one finiteness check (a
+    non-finite theta raises its own error from there). Without noise (``noise="none"``, or ``sample=False``:
     eval mode) every sample would be the same solve, so one zero draw stands for
     all of them (``S = 1``; the mean and every gradient are unchanged).
 
@@ -90,7 +92,9 @@ def perturb_and_solve(
     draws = draw_noise(
         noise, samples, theta, k=noise_k(options.k, solver), iterations=options.iterations, generator=generator
     )
-    return sign, scores, draws, solve_perturbed(solver, scores, draws, options.noise_scale)
+    owner = options.owner
+    blame = blame_theta(owner, theta, solver.event_ndim)
+    return sign, scores, draws, solve_perturbed(solver, scores, draws, options.noise_scale, owner=owner, blame=blame)
 
 
 def sample_output(solutions: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
@@ -148,6 +152,9 @@ def target_difference(
     *,
     lam: float | torch.Tensor,
     target_noise_scale: float,
+    owner: str | None = None,
+    blame: Callable[[], object] | None = None,
+    left_noise_scale: float | None = None,
 ) -> torch.Tensor:
     """Per sample ``y_i - y*(s - lam dy_i + tau_t eps_i)``: the I-MLE difference, in one solver call.
 
@@ -160,6 +167,13 @@ def target_difference(
         solutions: The forward's ``y_i [S, *batch, *event]``.
         lam: A float, or a tensor that broadcasts over ``[S, *batch]``.
         target_noise_scale: ``tau_t``.
+        owner: The estimator, for the solver input's finiteness error.
+        blame: Raises the error of a non-finite ``dy`` (see
+            :func:`~combgrad.gradients.base.check_solver_input`).
+        left_noise_scale: If set, ``y_i`` is re-solved as
+            ``y*(s + left_noise_scale eps_i)`` in the same solver call as the
+            targets (AIMLE's left side at the target noise scale), and
+            ``solutions`` is ignored.
 
     Returns:
         ``[S, *batch, *event]``, unscaled (not divided by lam).
@@ -172,8 +186,13 @@ def target_difference(
         tensor([[[-1.,  1.]]])
     """
     lam = broadcast_instances(lam, solver.event_ndim)
-    targets = solve_perturbed(solver, scores - lam * with_sample_dim(dy, scores), draws, target_noise_scale)
-    return solutions - targets
+    moved = scores - lam * with_sample_dim(dy, scores) + target_noise_scale * draws
+    if left_noise_scale is None:
+        return solutions - solve_scores(solver, moved, owner=owner, blame=blame)
+    left = scores + left_noise_scale * draws
+    left, moved = torch.broadcast_tensors(left, moved)
+    both = solve_scores(solver, torch.stack([left, moved]), owner=owner, blame=blame)
+    return both[0] - both[1]
 
 
 def central_difference(
@@ -184,6 +203,8 @@ def central_difference(
     *,
     lam: float | torch.Tensor,
     target_noise_scale: float,
+    owner: str | None = None,
+    blame: Callable[[], object] | None = None,
 ) -> torch.Tensor:
     """Per sample ``[y*(s + lam dy_i + tau_t eps_i) - y*(s - lam dy_i + tau_t eps_i)] / 2``, both sides in one call.
 
@@ -198,5 +219,5 @@ def central_difference(
     lam = broadcast_instances(lam, solver.event_ndim)
     step = lam * with_sample_dim(dy, scores)
     sides = torch.stack([scores + step, scores - step])  # [2, S', *shape]
-    both = solve_scores(solver, sides + target_noise_scale * draws)  # [2, S, *shape]
+    both = solve_scores(solver, sides + target_noise_scale * draws, owner=owner, blame=blame)  # [2, S, *shape]
     return (both[0] - both[1]) / 2

@@ -36,6 +36,7 @@ from . import noise as noise_module
 from .base import (
     Estimator,
     SamplingOptions,
+    blame_theta,
     boolean,
     check_incoming_gradient,
     choice,
@@ -138,7 +139,9 @@ class PerturbationFunction(torch.autograd.Function):
             # Eval mode: one zero draw is the exact solution; grad_nu(0) = 0 for both
             # noises, so its gradient is 0, the derivative of a piecewise-constant y*.
             draws = torch.zeros((1, *theta.shape), dtype=theta.dtype, device=theta.device)
-        solutions = solve_perturbed(solver, sign * theta.detach(), draws, options.noise_scale)
+        # The perturbed scores' finiteness check is the forward's one host read.
+        blame = blame_theta("perturbation", theta, solver.event_ndim)
+        solutions = solve_perturbed(solver, sign * theta.detach(), draws, options.noise_scale, owner="perturbation", blame=blame)
         ctx.save_for_backward(solutions, draws)
         ctx.sign = sign
         ctx.options = options

@@ -19,7 +19,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, EstimatorOptions, check_incoming_gradient, score_sign, solve_scores
+from .base import Estimator, EstimatorOptions, blame_theta, check_incoming_gradient, score_sign, solve_scores
 from .registry import register
 
 
@@ -37,7 +37,7 @@ class STEFunction(torch.autograd.Function):
     def forward(ctx: Any, theta: torch.Tensor, solver: Solver) -> torch.Tensor:
         sign = score_sign(solver.sense)
         ctx.sign = sign
-        return solve_scores(solver, sign * theta.detach())
+        return solve_scores(solver, sign * theta.detach(), owner="ste", blame=blame_theta("ste", theta, solver.event_ndim))
 
     @staticmethod
     @once_differentiable

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -39,3 +41,9 @@ def _allocation_peak(fn: Callable[[], object]) -> tuple[int, list[int]]:
 def allocation_peak() -> Callable[[Callable[[], object]], tuple[int, list[int]]]:
     """The profiler-based peak-memory measurement (CPU allocations by torch)."""
     return _allocation_peak
+
+
+# The device fixtures (tests/_devices.py): tests/ is not a package, so its folder
+# goes on sys.path; the conftests of other folders can do the same.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from _devices import device, device_pair, syncs  # noqa: E402,F401

@@ -5,8 +5,13 @@ networkx, a user's function) hold the GIL, so they run in worker processes
 instead. One :class:`concurrent.futures.ProcessPoolExecutor` per worker count is
 created on first use, reused by every later call, and shut down at exit.
 
-This module sits below the solvers (it imports only :mod:`combgrad.errors` and
-:mod:`combgrad._checks`), so ``solvers/ilp.py`` and ``adapters/from_function.py``
+The same calls run on a caller's executor instead (``executor=``: any
+``concurrent.futures.Executor`` or a ``dask.distributed.Client``, spoken to by
+:mod:`combgrad.executors`), with the same contract: chunks, results in order,
+errors naming the instance, a lost worker retried or reported, ``timeout=``.
+
+This module sits below the solvers (it imports only :mod:`combgrad.errors`,
+:mod:`combgrad._checks` and :mod:`combgrad.executors`), so ``solvers/ilp.py`` and ``adapters/from_function.py``
 both use it without importing each other.
 
 Why these choices (measured on this project's machines):
@@ -69,13 +74,16 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from . import executors
 from ._checks import check_number, check_positive_int
 from .errors import SolverError
 
 __all__ = [
     "CHUNKS_PER_WORKER",
+    "OVERHEAD_FRACTION",
     "Sliceable",
     "by_reference",
+    "check_executor",
     "check_picklable",
     "get_executor",
     "map_chunks",
@@ -377,11 +385,15 @@ def _run_chunk(payload: bytes, start: int, chunk: Any, per_instance: bool) -> tu
             f"importable module (not in __main__ of an interactive session): {error}"
         )
         return False, replace(_failure(start, stop, error), message=message, is_solver_error=False)
+    return _run_loaded(fn, start, chunk, per_instance)
+
+
+def _run_loaded(fn: Callable[..., Any], start: int, chunk: Any, per_instance: bool) -> tuple[bool, Any]:
     if not per_instance:
         try:
             return True, fn(chunk)
         except BaseException as error:
-            return False, _failure(start, stop, error)
+            return False, _failure(start, start + len(chunk), error)
     results = []
     for offset, instance in enumerate(chunk):
         try:
@@ -389,6 +401,18 @@ def _run_chunk(payload: bytes, start: int, chunk: Any, per_instance: bool) -> tu
         except BaseException as error:
             return False, _failure(start + offset, start + offset + 1, error)
     return True, results
+
+
+def _run_task(fn: Callable[..., Any], start: int, chunk: Any, per_instance: bool) -> tuple[bool, Any, float]:
+    """Executor side: :func:`_run_loaded` on a chunk, plus its solving time in seconds.
+
+    The function arrives already unpickled (the executor sent it: cloudpickle on
+    Dask, pickle in processes, nothing in threads). The time lets the caller size
+    the next call's chunks (see :func:`_executor_bounds`).
+    """
+    began = time.perf_counter()
+    ok, value = _run_loaded(fn, start, chunk, per_instance)
+    return ok, value, time.perf_counter() - began
 
 
 def _where(start: int, stop: int) -> str:
@@ -542,6 +566,137 @@ def _run_pool(
     return outputs
 
 
+# Seconds per instance measured by the last executor call of each (owner, kind):
+# the next call sizes its chunks from it (see _executor_bounds).
+_seconds_per_instance: dict[tuple[str, str], float] = {}
+
+#: The most of the solving time that per-task overhead may take on an executor.
+OVERHEAD_FRACTION = 0.1
+
+
+def _executor_bounds(
+    owner: str, target: executors.Target, size: int, chunks_per_worker: int
+) -> list[tuple[int, int]]:
+    """Chunks for an executor call: the pool's rule, capped so overhead stays small.
+
+    ``chunks_per_worker`` chunks per slot balance uneven instances; but each
+    chunk costs ``o`` seconds of overhead (``executors.TASK_OVERHEAD_SECONDS``,
+    measured per kind), so with ``t`` seconds per instance (measured on this
+    owner's previous call) at most ``size * t * OVERHEAD_FRACTION / o`` chunks
+    keep the total overhead under ``OVERHEAD_FRACTION`` of the solving time. The
+    first call, with nothing measured, uses the pool's rule alone.
+    """
+    chunks = target.slots * chunks_per_worker
+    seconds = _seconds_per_instance.get((owner, target.kind))
+    if seconds is not None:
+        overhead = executors.TASK_OVERHEAD_SECONDS[target.kind]
+        chunks = min(chunks, max(1, int(size * seconds * OVERHEAD_FRACTION / overhead)))
+    return _chunk_bounds(size, chunks, 1)
+
+
+def _run_executor(
+    owner: str,
+    fn: Callable[..., Any],
+    instances: Sliceable,
+    target: executors.Target,
+    per_instance: bool,
+    chunks_per_worker: int,
+    timeout: float | None,
+) -> tuple[list[tuple[int, int]], list[Any]]:
+    """Run the chunks on ``target``: ``(bounds, outputs)``, one output per instance or chunk."""
+    target.check_sendable(owner, fn)
+    bounds = _executor_bounds(owner, target, len(instances), chunks_per_worker)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    futures: dict[int, Any] = {}
+    results: dict[int, Any] = {}
+    timings: list[float] = []
+
+    def unfinished() -> str:
+        return _where_all([bounds[index] for index in range(len(bounds)) if index not in results])
+
+    try:
+        for index, (start, stop) in enumerate(bounds):
+            futures[index] = target.submit(_run_task, fn, start, instances[start:stop], per_instance)
+        for index, (start, stop) in enumerate(bounds):
+            ok, value, seconds = futures[index].result(timeout=_remaining(deadline))
+            if not ok:
+                target.abandon(futures.values(), free_workers=False)
+                _raise(owner, value)
+            results[index] = value
+            timings.append(seconds / (stop - start))
+    except SolverError:
+        raise
+    except (FutureTimeout, TimeoutError):
+        where = unfinished()
+        done = target.abandon(futures.values(), free_workers=True)
+        raise SolverError(f"{owner}: timeout={timeout!r} s exceeded with {where} unfinished; {done}") from None
+    except Exception as error:
+        where = unfinished()
+        done = target.abandon(futures.values(), free_workers=False)
+        if executors.is_lost_worker(error):
+            retried = " (Dask rescheduled it on other workers until allowed-failures ran out)"
+            raise SolverError(
+                f"{owner}: a worker of the {target.kind} executor died abruptly (killed, segfault or "
+                f"os._exit) while solving{retried if target.kind == 'dask' else ''}; the culprit is "
+                f"among the unfinished {where}; {done}"
+            ) from error
+        raise SolverError(
+            f"{owner}: {where} could not be run on the {target.kind} executor: "
+            f"{type(error).__name__}: {error}; {done}"
+        ) from error
+    except BaseException:
+        # A KeyboardInterrupt while waiting: abandoned tasks must not hold the workers.
+        target.abandon(futures.values(), free_workers=True)
+        raise
+    timings.sort()
+    _seconds_per_instance[(owner, target.kind)] = timings[len(timings) // 2]
+    outputs: list[Any] = []
+    for index in range(len(bounds)):
+        if per_instance:
+            outputs.extend(results[index])
+        else:
+            outputs.append(results[index])
+    return bounds, outputs
+
+
+def check_executor(owner: str, workers: int, executor: Any) -> executors.Target | None:
+    """The :class:`~combgrad.executors.Target` for ``executor``, or None without one.
+
+    The one check of the ``workers=``/``executor=`` pair, used by :func:`map_instances`
+    and by the solvers' constructors (so that a wrong executor fails at construction).
+
+    Args:
+        owner: Name that prefixes error messages.
+        workers: The local pool's size (0 for none).
+        executor: None, a ``concurrent.futures.Executor`` or a ``dask.distributed.Client``.
+
+    Returns:
+        None if ``executor`` is None, else its target.
+
+    Raises:
+        ValueError: If both ``workers > 0`` and ``executor`` are given.
+        TypeError: If ``executor`` is neither kind (naming the dask extra where
+            it looks like a Dask client and dask is not installed).
+
+    Example:
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> check_executor("mine", 0, None) is None
+        True
+        >>> check_executor("mine", 2, ThreadPoolExecutor(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: mine: give workers=2 (the local process pool) or executor=ThreadPoolExecutor, not both
+    """
+    if executor is None:
+        return None
+    if workers:
+        raise ValueError(
+            f"{owner}: give workers={workers} (the local process pool) or "
+            f"executor={type(executor).__name__}, not both"
+        )
+    return executors.resolve(owner, executor)
+
+
 def _succeeded(future: Future[Any]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
@@ -552,23 +707,24 @@ def _cancel(futures: Iterable[Future[Any]]) -> None:
 
 
 def _check_common(
-    owner: str, workers: int, chunks_per_worker: int, timeout: float | None
-) -> tuple[int, int, float | None]:
+    owner: str, workers: int, chunks_per_worker: int, timeout: float | None, executor: Any
+) -> tuple[int, int, float | None, executors.Target | None]:
     workers = check_positive_int(owner, "workers", workers, minimum=0)
     chunks_per_worker = check_positive_int(owner, "chunks_per_worker", chunks_per_worker)
     if timeout is not None:
         timeout = check_number(owner, "timeout", timeout, positive=True)
-    return workers, chunks_per_worker, timeout
+    return workers, chunks_per_worker, timeout, check_executor(owner, workers, executor)
 
 
 def map_instances(
     fn: Callable[[Any], Any],
     instances: Sliceable,
     *,
-    workers: int,
+    workers: int = 0,
     owner: str = "pool",
     chunks_per_worker: int = CHUNKS_PER_WORKER,
     timeout: float | None = None,
+    executor: Any = None,
 ) -> list[Any]:
     """``[fn(instances[i]) for i in range(len(instances))]``, in the shared pool.
 
@@ -590,7 +746,18 @@ def map_instances(
             the pool's workers are killed (the next call gets fresh ones) and a
             SolverError names the unfinished instances. With ``workers=0`` it is
             checked between instances (nothing can stop a running function in
-            this process).
+            this process). On an executor the unfinished tasks are cancelled
+            (and Dask workers still running them restarted, see
+            :mod:`combgrad.executors`).
+        executor: None, or a ``concurrent.futures.Executor`` or a
+            ``dask.distributed.Client`` to run the chunks on instead of the
+            local pool (then ``workers`` must be 0). Chunks: ``chunks_per_worker``
+            per executor slot, capped at ``B * t * OVERHEAD_FRACTION / o`` with
+            ``t`` the seconds per instance measured on ``owner``'s previous call
+            and ``o`` the kind's per-task overhead, so that overhead stays under
+            10 % of the solving time. ``fn`` must travel to it: picklable for
+            processes, cloudpickle-able for Dask (lambdas and closures work),
+            anything for threads.
 
     Returns:
         The list of ``B`` results, in order.
@@ -599,8 +766,10 @@ def map_instances(
         SolverError: If ``fn`` raises on an instance (the message names its index),
             the timeout passes, or a worker process dies twice (the pool is
             discarded; never a hang).
-        ValueError: If ``fn`` cannot be pickled while ``workers > 0``, or
-            ``workers``/``chunks_per_worker``/``timeout`` are invalid.
+        ValueError: If ``fn`` cannot be pickled while ``workers > 0`` (or sent to
+            the executor), ``workers``/``chunks_per_worker``/``timeout`` are
+            invalid, or both ``workers > 0`` and ``executor`` are given.
+        TypeError: If ``executor`` is neither an Executor nor a Dask Client.
         KeyboardInterrupt: Re-raised after cancelling this call's tasks and
             killing the workers that ran them.
 
@@ -609,10 +778,18 @@ def map_instances(
         >>> from combgrad.pool import map_instances
         >>> map_instances(math.sqrt, [1.0, 4.0, 9.0], workers=0)
         [1.0, 2.0, 3.0]
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(2) as threads:
+        ...     map_instances(math.sqrt, [1.0, 4.0, 9.0], executor=threads)
+        [1.0, 2.0, 3.0]
     """
-    workers, chunks_per_worker, timeout = _check_common(owner, workers, chunks_per_worker, timeout)
+    workers, chunks_per_worker, timeout, target = _check_common(
+        owner, workers, chunks_per_worker, timeout, executor
+    )
     if len(instances) == 0:
         return []
+    if target is not None:
+        return _run_executor(owner, fn, instances, target, True, chunks_per_worker, timeout)[1]
     if workers == 0:
         return _run_serial(owner, fn, instances, True, timeout)
     return _run_pool(owner, fn, instances, workers, True, chunks_per_worker, timeout)
@@ -622,10 +799,11 @@ def map_chunks(
     fn: Callable[[Any], Any],
     instances: Sliceable,
     *,
-    workers: int,
+    workers: int = 0,
     owner: str = "pool",
     chunks_per_worker: int = CHUNKS_PER_WORKER,
     timeout: float | None = None,
+    executor: Any = None,
 ) -> list[tuple[int, int, Any]]:
     """Run ``fn`` on contiguous chunks ``instances[start:stop]`` of a batch.
 
@@ -642,6 +820,8 @@ def map_chunks(
         chunks_per_worker: Chunks per worker process.
         timeout: Seconds for the whole call, or None, as in :func:`map_instances`
             (with ``workers=0`` the single call cannot be stopped).
+        executor: None, or an executor to run the chunks on, as in
+            :func:`map_instances` (chunks sized by the same rule).
 
     Returns:
         ``[(start, stop, fn(instances[start:stop])), ...]`` covering ``0..B`` in order.
@@ -649,7 +829,9 @@ def map_chunks(
     Raises:
         SolverError: If ``fn`` raises (the message names the instances), the
             timeout passes, or a worker process dies twice.
-        ValueError: If ``fn`` cannot be pickled while ``workers > 0``.
+        ValueError: If ``fn`` cannot be pickled while ``workers > 0``, or both
+            ``workers > 0`` and ``executor`` are given.
+        TypeError: If ``executor`` is neither an Executor nor a Dask Client.
         KeyboardInterrupt: As in :func:`map_instances`.
 
     Example:
@@ -658,10 +840,17 @@ def map_chunks(
         >>> [(start, stop, out.tolist()) for start, stop, out in map_chunks(np.cumsum, np.ones(3), workers=0)]
         [(0, 3, [1.0, 2.0, 3.0])]
     """
-    workers, chunks_per_worker, timeout = _check_common(owner, workers, chunks_per_worker, timeout)
+    workers, chunks_per_worker, timeout, target = _check_common(
+        owner, workers, chunks_per_worker, timeout, executor
+    )
     size = len(instances)
     if size == 0:
         return []
+    if target is not None:
+        bounds, outputs = _run_executor(
+            owner, fn, instances, target, False, chunks_per_worker, timeout
+        )
+        return [(start, stop, output) for (start, stop), output in zip(bounds, outputs)]
     if workers == 0:
         bounds = [(0, size)]
         outputs = _run_serial(owner, fn, instances, False, timeout)

@@ -1,7 +1,8 @@
 """``from_function``: a user's Python function as a batched, registry-compatible solver.
 
-The function runs in this process or in the shared process pool
-(:mod:`combgrad.pool`); its outputs are checked (shape, real and finite values)
+The function runs in this process, in the shared process pool
+(:mod:`combgrad.pool`), or on a caller's executor (a ``concurrent.futures``
+executor or a Dask cluster, :mod:`combgrad.executors`); its outputs are checked (shape, real and finite values)
 and named by instance when wrong.
 """
 
@@ -36,6 +37,7 @@ class FunctionSolver(BatchSolver):
         workers: int = 0,
         name: str | None = None,
         timeout: float | None = None,
+        executor: Any = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"from_function: fn must be callable, got {type(fn).__name__}")
@@ -49,9 +51,18 @@ class FunctionSolver(BatchSolver):
         self.batched = check_bool(name, "batched", batched)
         self.workers = check_positive_int(name, "workers", workers, minimum=0)
         self.timeout = None if timeout is None else check_number(name, "timeout", timeout, positive=True)
+        # Fail at construction, not at the first call deep inside training.
+        self._target = pool.check_executor(name, self.workers, executor)
+        self.executor = executor
         if self.workers:
-            # Fail at construction, not at the first call deep inside training.
             pool.check_picklable(name, fn, self.workers)
+        elif self._target is not None:
+            if self._target.kind in ("processes", "executor"):
+                # Pickle finds a function by its module-level name, which a
+                # decorator (@differentiable) may rebind; Dask's cloudpickle then
+                # sends the function by value instead, threads need no pickling.
+                fn = pool.by_reference(fn)
+            self._target.check_sendable(name, fn)
         self.fn = fn
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
@@ -59,13 +70,23 @@ class FunctionSolver(BatchSolver):
         y = np.empty_like(theta)
         if self.batched:
             chunks = pool.map_chunks(
-                self.fn, theta, workers=self.workers, owner=self.name, timeout=self.timeout
+                self.fn,
+                theta,
+                workers=self.workers,
+                owner=self.name,
+                timeout=self.timeout,
+                executor=self.executor,
             )
             for start, stop, output in chunks:
                 y[start:stop] = self._as_output(output, (stop - start, *event_shape), start, stop)
         else:
             outputs = pool.map_instances(
-                self.fn, theta, workers=self.workers, owner=self.name, timeout=self.timeout
+                self.fn,
+                theta,
+                workers=self.workers,
+                owner=self.name,
+                timeout=self.timeout,
+                executor=self.executor,
             )
             for index, output in enumerate(outputs):
                 y[index] = self._as_output(output, event_shape, index, index + 1)
@@ -104,7 +125,7 @@ class FunctionSolver(BatchSolver):
         return (
             f"FunctionSolver(name={self.name!r}, sense={self.sense!r}, "
             f"event_ndim={self.event_ndim}, batched={self.batched}, workers={self.workers}, "
-            f"timeout={self.timeout})"
+            f"timeout={self.timeout}, executor={None if self._target is None else self._target.kind})"
         )
 
 
@@ -117,6 +138,7 @@ def from_function(
     workers: int = 0,
     name: str | None = None,
     timeout: float | None = None,
+    executor: Any = None,
 ) -> FunctionSolver:
     """Turn a Python function into a batched solver ``y = solver(theta)``.
 
@@ -135,6 +157,14 @@ def from_function(
     ``if __name__ == "__main__":`` guard. A pool pays off for instances that take a
     millisecond or more.
 
+    With ``executor=`` the chunks run on that executor instead: a
+    ``concurrent.futures.ThreadPoolExecutor`` (for functions that release the
+    GIL), a ``ProcessPoolExecutor`` or any other ``Executor``, or a
+    ``dask.distributed.Client`` (a cluster; ``fn`` then travels by value with
+    cloudpickle, so lambdas and closures work, and combgrad must be installed on
+    the workers). Chunks are sized so that per-task overhead stays under 10 %
+    of the solving time (see :func:`combgrad.pool.map_instances`).
+
     Args:
         fn: The per-instance (or, with ``batched``, per-batch) solver.
         sense: "min" or "max": which way ``fn`` optimizes its linear objective;
@@ -148,7 +178,10 @@ def from_function(
             instances and the pool's workers are replaced (a hung ``fn`` is
             killed). With ``workers=0`` nothing can stop a running ``fn``: the
             deadline is checked between instances, so use ``workers >= 1`` for a
-            function that may hang.
+            function that may hang. On an executor the unfinished tasks are
+            cancelled (Dask workers still running them are restarted).
+        executor: None (default), or a ``concurrent.futures.Executor`` or a
+            ``dask.distributed.Client`` to solve on; not together with ``workers``.
 
     Returns:
         A :class:`~combgrad.solvers.BatchSolver` with ``name``, ``sense``,
@@ -156,7 +189,10 @@ def from_function(
 
     Raises:
         TypeError: If ``fn`` is not callable.
-        ValueError: On an invalid option, or an unpicklable ``fn`` with ``workers > 0``.
+        ValueError: On an invalid option, an unpicklable ``fn`` with ``workers > 0``
+            (or one the executor cannot receive), or both ``workers`` and ``executor``.
+        TypeError: If ``executor`` is neither an Executor nor a Dask Client
+            (naming the ``combgrad[distributed]`` extra where dask is missing).
 
     When called, the solver raises :class:`~combgrad.SolverError` naming the
     instance index (in the flattened batch) if ``fn`` raises, returns an output of
@@ -175,6 +211,12 @@ def from_function(
         >>> solver(torch.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, 1.0]]))
         tensor([[0., 1., 0.],
                 [1., 0., 0.]])
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(2) as threads:
+        ...     on_threads = cg.adapters.from_function(cheapest, sense="min", event_ndim=1, executor=threads)
+        ...     on_threads(torch.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, 1.0]]))
+        tensor([[0., 1., 0.],
+                [1., 0., 0.]])
     """
     return FunctionSolver(
         fn,
@@ -184,4 +226,5 @@ def from_function(
         workers=workers,
         name=name,
         timeout=timeout,
+        executor=executor,
     )

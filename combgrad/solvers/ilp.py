@@ -240,7 +240,14 @@ class ILP(BatchSolver):
         timeout: Seconds for one call (the whole batch), or None (default). Past
             it the call raises :class:`~combgrad.SolverError` naming the
             unfinished instances and the pool's workers are replaced; with
-            ``workers=0`` it is checked between instances.
+            ``workers=0`` it is checked between instances; on an executor the
+            unfinished tasks are cancelled (Dask workers still running them are
+            restarted).
+        executor: None (default), or a ``concurrent.futures.Executor`` or a
+            ``dask.distributed.Client`` to solve the batch on (a cluster), in
+            chunks sized so per-task overhead stays under 10 % of solving time;
+            not together with ``workers``. Dask workers need combgrad and
+            OR-Tools installed.
 
     Interrupts: a Ctrl-C (KeyboardInterrupt) is never turned into a
     SolverError. With ``workers=0`` it takes effect when the running instance's
@@ -283,9 +290,13 @@ class ILP(BatchSolver):
         constraint_scale: float = 1.0,
         time_limit: float | None = None,
         timeout: float | None = None,
+        executor: Any = None,
     ) -> None:
         self.sense = check_sense("ilp", sense)
         self.workers = check_positive_int("ilp", "workers", workers, minimum=0)
+        # A wrong executor (or one given with workers) fails here, not at the first call.
+        pool.check_executor("ilp", self.workers, executor)
+        self.executor = executor
         if time_limit is not None:
             time_limit = check_number("ilp", "time_limit", time_limit, positive=True)
         self.timeout = None if timeout is None else check_number("ilp", "timeout", timeout, positive=True)
@@ -432,6 +443,7 @@ class ILP(BatchSolver):
             workers=self.workers,
             owner="ilp",
             timeout=self.timeout,
+            executor=self.executor,
         )
         return np.stack(outputs)
 
@@ -439,6 +451,7 @@ class ILP(BatchSolver):
         return (
             f"ILP(n={self.n}, inequalities={self._problem.A.shape[0]}, "
             f"equalities={self._problem.A_eq.shape[0]}, sense={self.sense!r}, workers={self.workers}, "
+            f"executor={type(self.executor).__name__ if self.executor is not None else None}, "
             f"time_limit={self._problem.time_limit}, timeout={self.timeout})"
         )
 

@@ -133,5 +133,108 @@ def test_bad_inputs(theta, error, match):
 
 
 def test_unknown_option_is_refused():
-    with pytest.raises(TypeError, match="solver 'assignment': unknown option 'sense'; accepted options: none"):
+    with pytest.raises(TypeError, match="solver 'assignment': unknown option 'sense'; accepted options: backend"):
         cg.solvers.get("assignment", sense="min")
+
+
+# --- the torch backend (issue 10): agreement with the numba kernel on every device
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+def assignment_value(theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """<theta, y> per instance, in float64."""
+    return (theta.double() * y.double()).sum((-2, -1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "shape, batch",
+    [((1, 1), 50), ((1, 6), 100), ((6, 1), 100), ((2, 2), 200), ((5, 5), 300), ((4, 9), 200),
+     ((9, 4), 200), ((12, 12), 200), ((30, 30), 60)],
+)
+@pytest.mark.parametrize("kind", ["normal", "integers"])
+def test_torch_backend_reaches_the_numba_optimum(device, shape, batch, kind):
+    # 2 x 1410 random instances; integer scores in {0, 1, 2} make many optimal
+    # assignments, where the backends may pick different ones (the torch kernel
+    # skips the column reduction), so the values are compared. They are equal
+    # exactly: integer data sums exactly, and on real data both kernels reach the
+    # same optimum by float64 searches that differ only in order (abs 1e-12 covers it).
+    generator = torch.Generator().manual_seed(sum(shape) + batch)
+    if kind == "normal":
+        theta = torch.randn(batch, *shape, generator=generator, dtype=torch.float64)
+    else:
+        theta = torch.randint(0, 3, (batch, *shape), generator=generator).double()
+    y = Assignment(backend="torch")(theta.to(device))
+    assert y.device.type == device and y.dtype == torch.float64
+    y = y.cpu()
+    assert_matching(y.numpy(), *shape)
+    expected = assignment_value(theta, Assignment(backend="numba")(theta))
+    difference = (assignment_value(theta, y) - expected).abs().max()
+    assert difference == 0 if kind == "integers" else difference <= 1e-12
+    if shape[0] != shape[1]:
+        # Rectangular instances run the same searches in both kernels (numba has no
+        # column reduction there), so even the tied assignments agree.
+        assert torch.equal(y, Assignment(backend="numba")(theta))
+
+
+def test_torch_backend_matches_scipy():
+    rng = np.random.default_rng(21)
+    theta = rng.normal(size=(20, 15, 15))
+    y = Assignment(backend="torch")(torch.from_numpy(theta)).numpy()
+    for instance, solution in zip(theta, y):
+        assert (instance * solution).sum() == pytest.approx(scipy_value(instance), abs=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_torch_backend_in_lower_precision_gives_optimal_value(device, dtype):
+    # float32 potentials (float16/bfloat16 widened): each of the n searches sums
+    # at most 2 n reduced costs of magnitude <= 4 max|theta|, rounding each by
+    # 2**-24 relative, so the assignment found is optimal up to n * 8 n max|theta|
+    # 2**-24 (a loose bound; observed errors are 0 on these instances).
+    n = 16
+    theta = torch.randn(300, n, n, generator=torch.Generator().manual_seed(3)).to(dtype)
+    y = Assignment(backend="torch")(theta.to(device)).cpu()
+    assert y.dtype == dtype
+    assert_matching(y.double().numpy(), n, n)
+    optimum = assignment_value(theta, Assignment(backend="numba")(theta))
+    tolerance = 8 * n * n * float(theta.double().abs().max()) * 2.0**-24
+    assert (optimum - assignment_value(theta, y)).max() <= tolerance
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_backend_edge_cases(device):
+    solver = Assignment(backend="torch")
+    for shape in [(4, 4), (3, 5), (5, 3)]:
+        assert torch.equal(solver(torch.full(shape, 0.5, device=device)).cpu(), torch.eye(*shape))
+    assert solver(torch.zeros(0, 4, 4, device=device)).shape == (0, 4, 4)
+    theta = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0)).to(device)
+    before = theta.clone()
+    y = solver(theta)
+    assert y.shape == theta.shape and torch.equal(theta, before)
+    assert torch.equal(y[1, 2], solver(theta[1, 2]))
+
+
+def test_torch_backend_early_exit_keeps_the_answer(monkeypatch):
+    # Checking for finished searches after every step, or never, gives the same
+    # assignments: the check only skips steps in which every search is masked.
+    import combgrad.solvers.assignment as module
+
+    theta = torch.randint(0, 4, (100, 14, 14), generator=torch.Generator().manual_seed(5)).double()
+    default = Assignment(backend="torch")(theta)
+    for steps in (1, 10**9):
+        monkeypatch.setattr(module, "STEPS_PER_CHECK", steps)
+        assert torch.equal(Assignment(backend="torch")(theta), default)
+
+
+def test_backends_repr_and_unknown_backend():
+    solver = cg.solvers.get("assignment")
+    assert solver.backends == ("numba", "torch") and solver.backend_for(torch.device("cpu")) == "numba"
+    assert solver.backend_for(torch.device("cuda")) == "torch"
+    assert repr(solver) == "Assignment()"
+    assert repr(Assignment(backend="numba")) == "Assignment(backend='numba')"
+    with pytest.raises(ValueError, match=r"assignment: backend must be one of \['auto', 'numba', 'torch'\], got 'auction'"):
+        Assignment(backend="auction")
+    with pytest.raises(TypeError):
+        Assignment("torch")

@@ -67,3 +67,50 @@ def test_solver_attributes_and_registry():
 def test_bad_inputs(theta, error, match):
     with pytest.raises(error, match=match):
         Argmax()(theta)
+
+
+# The numba backend against the torch one: both return the first maximal index,
+# so the outputs are identical (float32 scores convert exactly to numba's float64).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_numba_and_torch_backends_agree(ties, n, dtype, device):
+    # 2 x 5 x 2 cases of 300 instances: 6000 on the CPU.
+    generator = torch.Generator().manual_seed(n + 1000 * ties)
+    if ties:
+        theta = torch.randint(0, 3, (300, n), generator=generator).to(dtype)
+    else:
+        theta = torch.randn(300, n, generator=generator, dtype=dtype)
+    theta = theta.to(device)
+    by_numba = Argmax(backend="numba")(theta)
+    by_torch = Argmax(backend="torch")(theta)
+    assert by_numba.device == theta.device and by_numba.dtype == dtype
+    assert torch.equal(by_numba, by_torch)
+    assert torch.equal((by_numba * theta).sum(-1), theta.amax(-1))
+
+
+def test_numba_backend_batch_dims_empty_and_input_unchanged():
+    theta = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    before = theta.clone()
+    y = Argmax(backend="numba")(theta)
+    assert torch.equal(theta, before) and torch.equal(y, Argmax(backend="torch")(theta))
+    assert Argmax(backend="numba")(torch.zeros(0, 4)).shape == (0, 4)
+    with pytest.raises(ValueError, match="at least 1 entry"):
+        Argmax(backend="numba")(torch.zeros(3, 0))
+
+
+def test_backend_option():
+    # torch first: "auto" keeps torch on the CPU (measured faster or on par, README).
+    assert Argmax().backends == ("torch", "numba")
+    assert Argmax().backend_for(torch.device("cpu")) == "torch"
+    assert Argmax(backend="numba").backend_for(torch.device("cuda")) == "numba"
+    assert repr(Argmax(backend="numba")) == "Argmax(backend='numba')"
+    assert cg.solvers.options("argmax")["backend"].default == "auto"
+    with pytest.raises(ValueError, match=r"argmax: backend must be one of \['auto', 'torch', 'numba'\], got 'gpu'"):
+        Argmax(backend="gpu")
+    with pytest.raises(TypeError):
+        Argmax("numba")

@@ -78,7 +78,7 @@ def test_solver_attributes_registry_and_repr():
     solver = cg.solvers.get("topk", k=np.int64(2))
     assert isinstance(solver, TopK) and solver.k == 2
     assert (solver.name, solver.sense, solver.event_ndim) == ("topk", "max", 1)
-    assert repr(solver) == "TopK(k=2)"
+    assert repr(solver) == "TopK(k=2, backend='auto')"
 
 
 @pytest.mark.parametrize("k", [0, -1, 1.5, 2.0, True, None, "2"])
@@ -108,3 +108,58 @@ def test_k_is_required_and_keyword_only():
 def test_bad_inputs(theta, error, match):
     with pytest.raises(error, match=match):
         TopK(k=3)(theta)
+
+
+# The numba backend against the torch one and brute force: both take the lower
+# index first among equal scores, so the outputs are identical.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, k", [(1, 1), (5, 1), (5, 3), (5, 5), (50, 7), (50, 26), (200, 100), (1000, 10), (1000, 990)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_numba_and_torch_backends_agree(ties, n, k, dtype, device):
+    # 2 x 9 x 2 cases of 100 instances: 3600 on the CPU.
+    generator = torch.Generator().manual_seed(n + k + 1000 * ties)
+    if ties:
+        theta = torch.randint(-2, 3, (100, n), generator=generator).to(dtype)
+    else:
+        theta = torch.randn(100, n, generator=generator, dtype=dtype)
+    theta = theta.to(device)
+    by_numba = TopK(k=k, backend="numba")(theta)
+    by_torch = TopK(k=k, backend="torch")(theta)
+    assert by_numba.device == theta.device and by_numba.dtype == dtype
+    assert torch.equal(by_numba, by_torch)
+    assert torch.equal(by_numba.sum(-1), torch.full((100,), float(k), dtype=dtype, device=device))
+
+
+@pytest.mark.parametrize("n, k", [(4, 2), (6, 3), (8, 1), (8, 5), (8, 8)])
+def test_numba_backend_ties_match_brute_force(n, k):
+    rng = np.random.default_rng(n * 10 + k)
+    theta = rng.integers(0, 3, size=(40, n)).astype(np.float64)
+    y = TopK(k=k, backend="numba")(torch.from_numpy(theta)).numpy()
+    for instance, solution in zip(theta, y):
+        assert np.array_equal(solution, brute_force_topk(instance, k))
+
+
+def test_numba_backend_batch_dims_empty_and_input_unchanged():
+    theta = torch.randn(2, 3, 9, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    before = theta.clone()
+    y = TopK(k=4, backend="numba")(theta)
+    assert torch.equal(theta, before) and torch.equal(y, TopK(k=4, backend="torch")(theta))
+    assert TopK(k=2, backend="numba")(torch.zeros(0, 5)).shape == (0, 5)
+    assert TopK(k=3, backend="numba")(torch.zeros(6)).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="last dim must be at least k=3"):
+        TopK(k=3, backend="numba")(torch.zeros(4, 2))
+
+
+def test_backend_option():
+    # torch first: "auto" keeps torch on the CPU (measured faster or on par, README).
+    assert TopK(k=1).backends == ("torch", "numba")
+    assert TopK(k=1).backend_for(torch.device("cpu")) == "torch"
+    assert TopK(k=1, backend="numba").backend_for(torch.device("cuda")) == "numba"
+    assert repr(TopK(k=2, backend="numba")) == "TopK(k=2, backend='numba')"
+    assert cg.solvers.options("topk")["backend"].default == "auto"
+    with pytest.raises(ValueError, match=r"topk: backend must be one of \['auto', 'torch', 'numba'\], got 'triton'"):
+        TopK(k=1, backend="triton")

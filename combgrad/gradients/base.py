@@ -526,5 +526,6 @@ class Estimator(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        fields = getattr(self.options, "__dataclass_fields__", {})
-        return ", ".join(f"{name}={getattr(self.options, name)!r}" for name in fields)
+        # dataclasses.fields() leaves out the ClassVar entries (owner, deprecated).
+        fields = dataclasses.fields(self.options) if dataclasses.is_dataclass(self.options) else ()
+        return ", ".join(f"{field.name}={getattr(self.options, field.name)!r}" for field in fields)

@@ -163,3 +163,9 @@ def test_eval_mode_is_deterministic_and_exact(name):
     layer.eval()
     assert torch.equal(layer(costs, generator=torch.Generator().manual_seed(0)), exact)
     assert torch.equal(layer(costs), exact)
+
+
+def test_repr_lists_the_options_only():
+    # ClassVar entries of the options dataclass (owner, deprecated) are not options.
+    text = repr(cg.gradients.get("perturbation", samples=3))
+    assert text.startswith("Perturbation(samples=3, noise='normal'") and "owner" not in text and "deprecated" not in text

@@ -292,3 +292,17 @@ def test_timeout_stops_a_hung_fn_and_the_next_call_works() -> None:
 def test_bad_timeout_is_refused(timeout) -> None:
     with pytest.raises(ValueError, match=r"^row_argmin: timeout must be a finite number > 0, got"):
         from_function(row_argmin, sense="min", event_ndim=2, timeout=timeout)
+
+
+def test_executor_option_solves_like_serial_and_shows_in_repr() -> None:
+    """Issue 11: executor= (Dask, process pools and failures: tests/test_executors.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    theta = torch.randn(4, 9, 5, generator=torch.Generator().manual_seed(11))
+    serial = cg.adapters.from_function(row_argmin, sense="min", event_ndim=1)
+    with ThreadPoolExecutor(2) as threads:
+        solver = cg.adapters.from_function(row_argmin, sense="min", event_ndim=1, executor=threads)
+        assert "executor=threads" in repr(solver)
+        assert torch.equal(solver(theta), serial(theta))
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        cg.adapters.from_function(row_argmin, sense="min", event_ndim=1, executor="localhost:8786")

@@ -177,6 +177,22 @@ def test_pool_agrees_with_serial(sense: str) -> None:
     assert torch.equal(serial, pooled)
 
 
+@pytest.mark.parametrize("sense", ["min", "max"])
+def test_thread_executor_agrees_with_serial_and_is_listed_as_an_option(sense: str) -> None:
+    """Issue 11: executor= (the Dask cluster cases are in tests/test_executors.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    weights = rng.integers(1, 101, size=30)
+    options = {"A": weights[None], "b": [int(weights.sum() // 2)], "sense": sense}
+    theta = torch.from_numpy(rng.normal(size=(5, 6, 30)))
+    with ThreadPoolExecutor(2) as threads:
+        solver = cg.solvers.get("ilp", executor=threads, **options)
+        assert "executor=ThreadPoolExecutor" in repr(solver)
+        assert torch.equal(solver(theta), cg.solvers.get("ilp", **options)(theta))
+    assert "dask.distributed.Client" in cg.solvers.options("ilp")["executor"].description
+
+
 def test_batch_shape_dtype_and_input_are_preserved() -> None:
     solver = cg.solvers.get("ilp", A=[[1, 1, 1, 1]], b=[2], sense="max")
     theta = torch.tensor([[[3.0, -1.0, 2.0, 5.0]], [[-1.0, -2.0, -3.0, 0.5]]], dtype=torch.float32)

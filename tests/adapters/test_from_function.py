@@ -299,10 +299,10 @@ def test_executor_option_solves_like_serial_and_shows_in_repr() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     theta = torch.randn(4, 9, 5, generator=torch.Generator().manual_seed(11))
-    serial = cg.adapters.from_function(row_argmin, sense="min", event_ndim=1)
+    serial = cg.adapters.from_function(row_argmin, sense="min", event_ndim=2)
     with ThreadPoolExecutor(2) as threads:
-        solver = cg.adapters.from_function(row_argmin, sense="min", event_ndim=1, executor=threads)
+        solver = cg.adapters.from_function(row_argmin, sense="min", event_ndim=2, executor=threads)
         assert "executor=threads" in repr(solver)
         assert torch.equal(solver(theta), serial(theta))
     with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
-        cg.adapters.from_function(row_argmin, sense="min", event_ndim=1, executor="localhost:8786")
+        cg.adapters.from_function(row_argmin, sense="min", event_ndim=2, executor="localhost:8786")

@@ -47,10 +47,11 @@ class Argmax(BatchSolver):
     Sense "max"; ties go to the lower index, on both backends.
 
     Args:
-        backend: ``"auto"`` (default: ``"torch"``, which is also the faster on
-            the CPU: no float64 host copy), ``"torch"`` (``torch.argmax`` on
-            theta's device) or ``"numba"`` (a scan on the host; a CUDA theta is
-            copied there and back).
+        backend: ``"auto"`` (default: ``"torch"``; on the CPU the two measured
+            within 0.7-1.4x of each other, and torch needs no float64 host
+            copy), ``"torch"`` (``torch.argmax`` on theta's device) or
+            ``"numba"`` (a scan on the host; a CUDA theta is copied there and
+            back).
 
     Example:
         >>> import torch, combgrad as cg
@@ -63,7 +64,7 @@ class Argmax(BatchSolver):
     name = "argmax"
     sense = "max"
     event_ndim = 1
-    # torch first: "auto" on the CPU picks the first (see README, Solvers: backends).
+    # torch first: "auto" on the CPU picks the first (benchmarks/gpu.py --dry, README).
     backends = ("torch", "numba")
 
     def __init__(self, *, backend: str = "auto") -> None:

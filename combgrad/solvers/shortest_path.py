@@ -351,8 +351,9 @@ class ShortestPath(BatchSolver):
     paths. Its tie rule: walking back from the target, the predecessor of each
     cell ``v`` is its first neighbour ``u`` in row-major order with
     ``d[u] + c[v] == d[v]`` and, where ``d[u] == d[v]`` (zero costs), ``u``
-    reached by fewer Bellman-Ford sweeps. On 12x12 maps, 1 CPU thread, it takes
-    about 1.2-2x numba's time (``benchmarks/gpu.py --dry``): it is meant for GPUs.
+    reached by fewer Bellman-Ford sweeps. On the CPU, 1 thread, it takes about
+    2-2.6x numba's time (``benchmarks/gpu.py --dry``), so ``"auto"`` picks it only
+    off the CPU: it is meant for GPUs.
 
     Negative costs, which perturbation-based gradient estimators produce, break
     Dijkstra; with ``negative="clip"`` (the default) they are read as 0 (the input

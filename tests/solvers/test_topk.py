@@ -112,15 +112,20 @@ def test_bad_inputs(theta, error, match):
 
 # The numba backend against the torch one and brute force: both take the lower
 # index first among equal scores, so the outputs are identical.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# CPU always; the CUDA half is skipped without CUDA (benchmarks/device_check.sh runs -k cuda).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n, k", [(1, 1), (5, 1), (5, 3), (5, 5), (50, 7), (50, 26), (200, 100), (1000, 10), (1000, 990)])
+@pytest.mark.parametrize(
+    "n, k",
+    # The numba kernel uses a heap where min(k, n - k + 1) <= 100, quickselect above.
+    [(1, 1), (5, 1), (5, 3), (5, 5), (50, 7), (50, 26), (200, 100), (300, 150), (1000, 10), (1000, 500), (1000, 990)],
+)
 @pytest.mark.parametrize("ties", [False, True])
 def test_numba_and_torch_backends_agree(ties, n, k, dtype, device):
-    # 2 x 9 x 2 cases of 100 instances: 3600 on the CPU.
+    # 2 x 11 x 2 cases of 100 instances: 4400 on the CPU.
     generator = torch.Generator().manual_seed(n + k + 1000 * ties)
     if ties:
         theta = torch.randint(-2, 3, (100, n), generator=generator).to(dtype)
@@ -155,11 +160,26 @@ def test_numba_backend_batch_dims_empty_and_input_unchanged():
 
 
 def test_backend_option():
-    # torch first: "auto" keeps torch on the CPU (measured faster or on par, README).
-    assert TopK(k=1).backends == ("torch", "numba")
-    assert TopK(k=1).backend_for(torch.device("cpu")) == "torch"
+    # numba first: "auto" picks numba on the CPU (measured faster for small k, README), torch off it.
+    assert TopK(k=1).backends == ("numba", "torch")
+    assert TopK(k=1).backend_for(torch.device("cpu")) == "numba"
+    assert TopK(k=1).backend_for(torch.device("cuda")) == "torch"
     assert TopK(k=1, backend="numba").backend_for(torch.device("cuda")) == "numba"
+    assert TopK(k=1, backend="torch").backend_for(torch.device("cpu")) == "torch"
     assert repr(TopK(k=2, backend="numba")) == "TopK(k=2, backend='numba')"
     assert cg.solvers.options("topk")["backend"].default == "auto"
-    with pytest.raises(ValueError, match=r"topk: backend must be one of \['auto', 'torch', 'numba'\], got 'triton'"):
+    with pytest.raises(ValueError, match=r"topk: backend must be one of \['auto', 'numba', 'torch'\], got 'triton'"):
         TopK(k=1, backend="triton")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quickselect_finds_the_sorted_entry_or_gives_up(seed):
+    from combgrad.solvers.topk import _quickselect
+
+    rng = np.random.default_rng(seed)
+    row = rng.integers(-3, 4, size=257).astype(np.float64) if seed % 2 else rng.normal(size=257)
+    for position in (0, 1, 128, 255, 256):
+        found, value = _quickselect(row.copy(), position, 44)
+        assert found and value == np.sort(row)[position]
+    # No rounds left: it reports failure, and the solver then falls back to the heap.
+    assert _quickselect(row.copy(), 128, 0) == (False, 0.0)

@@ -329,3 +329,38 @@ def test_differentiable_layer_trains_with_its_solver_on_the_cluster(client: Any)
     on_cluster = train(client)
     assert not torch.equal(on_cluster, initial)  # the solver's gradients moved the model
     assert torch.equal(on_cluster, train(None))  # and exactly as solving in this process does
+
+
+def hold_lock(lock: Any, costs: np.ndarray) -> np.ndarray:
+    return cheapest(costs)
+
+
+def test_dask_refuses_a_function_cloudpickle_cannot_send_saying_what_to_do(client: Any) -> None:
+    import threading
+
+    with pytest.raises(ValueError, match=r"picklable by cloudpickle .*make it a module-level function"):
+        cg.adapters.from_function(
+            functools.partial(hold_lock, threading.Lock()), sense="min", event_ndim=1, executor=client
+        )
+
+
+@pytest.mark.slow
+def test_dask_ctrl_c_cancels_the_call_frees_the_worker_and_the_next_call_runs(client: Any) -> None:
+    import threading
+
+    theta = torch.arange(4.0).reshape(4, 1).expand(4, 3)
+    solver = cg.adapters.from_function(hang_at_first, sense="min", event_ndim=1, executor=client)
+    pids = set(client.run(os.getpid).values())
+    # SIGINT to this process only, as a Ctrl-C reaches the waiting caller.
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            solver(theta)
+    finally:
+        timer.cancel()
+    began = time.monotonic()
+    assert pool.map_instances(float, list(range(6)), executor=client) == [float(i) for i in range(6)]
+    assert time.monotonic() - began < 60  # not behind the abandoned 120 s task
+    client.wait_for_workers(2, timeout=60)
+    assert set(client.run(os.getpid).values()) != pids  # the worker holding it was restarted

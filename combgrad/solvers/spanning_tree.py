@@ -96,27 +96,27 @@ def _prim_torch(weights: torch.Tensor, sign: float) -> torch.Tensor:
         weights = weights.float()
     batch, n, _ = weights.shape
     keys = (weights * (0.5 * sign)) + (weights.transpose(1, 2) * (0.5 * sign))
-    rows = torch.arange(batch, device=weights.device)
-    # Step 0: every vertex's best connection is to vertex 0, the tree's root.
-    best = keys[:, 0, :].clone()
+    # A vertex that has joined gets key +inf in `best` (never chosen again) and
+    # in its column of `keys` (never improved again: inf < inf is false), which
+    # replaces a separate in-tree mask: two fewer kernels per step on a GPU.
+    keys[:, :, 0] = float("inf")
+    best = keys[:, 0, :].clone()  # step 0: every vertex's best connection is to the root, vertex 0
     parent = torch.zeros(batch, n, dtype=torch.long, device=weights.device)
-    in_tree = torch.zeros(batch, n, dtype=torch.bool, device=weights.device)
-    in_tree[:, 0] = True
-    infinity = torch.tensor(float("inf"), dtype=keys.dtype, device=weights.device)
     for step in range(n - 1):
         # argmin returns the first minimum: the lowest index among equal keys joins.
-        chosen = torch.where(in_tree, infinity, best).argmin(dim=1)
-        in_tree[rows, chosen] = True
+        chosen = best.argmin(dim=1, keepdim=True)
         if step == n - 2:
             break  # every vertex has joined; no key is read again
+        best.scatter_(1, chosen, float("inf"))
+        keys.scatter_(2, chosen[:, :, None].expand(batch, n, 1), float("inf"))
         # gather, not keys[rows, chosen]: torch's CPU advanced indexing of a 3-D
         # tensor measured up to 1000x slower.
-        row = keys.gather(1, chosen[:, None, None].expand(batch, 1, n)).squeeze(1)
+        row = keys.gather(1, chosen[:, :, None].expand(batch, 1, n)).squeeze(1)
         # Strict improvement only: among equal connections the vertex that joined
-        # first stays the parent; a vertex's parent is fixed once it has joined.
-        improve = (row < best) & ~in_tree
-        best = torch.where(improve, row, best)
-        parent = torch.where(improve, chosen[:, None], parent)
+        # first stays the parent. Equal keys are equal numbers, so the minimum
+        # holds the same values as a strict update.
+        parent = torch.where(row < best, chosen, parent)
+        best = torch.minimum(best, row)
     y = torch.zeros(batch, n, n, dtype=weights.dtype, device=weights.device)
     # Vertex v > 0 hangs from parent[v]; vertex 0 has none. A tree has no 2-cycle,
     # so the child-to-parent entries and their transposes never overlap.

@@ -364,3 +364,11 @@ def test_dask_ctrl_c_cancels_the_call_frees_the_worker_and_the_next_call_runs(cl
     assert time.monotonic() - began < 60  # not behind the abandoned 120 s task
     client.wait_for_workers(2, timeout=60)
     assert set(client.run(os.getpid).values()) != pids  # the worker holding it was restarted
+
+
+def test_a_dead_process_of_a_users_process_pool_is_a_solver_error_not_a_hang() -> None:
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(1, mp_context=context) as processes:
+        solver = cg.adapters.from_function(kill_worker_always, sense="min", event_ndim=1, executor=processes)
+        with pytest.raises(SolverError, match=r"a worker of the processes executor died abruptly .* instances 0\.\.2"):
+            solver(torch.zeros(3, 2))

@@ -455,12 +455,18 @@ class ShortestPath(BatchSolver):
         # float64 stays float64; narrower dtypes are summed in float32 (float16
         # sums of a path's costs would round too coarsely, and overflow at 65504).
         dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
+        target = self._target(height, width)
         # Clipping is a no-op under negative="raise": check_event refused negatives.
         costs = theta.to(dtype).clamp(min=0.0)
         distances = _torch_distances(costs, self.source, self.neighbourhood)
-        return _torch_walk(
-            *distances, (height, width), self.source, self._target(height, width), self.neighbourhood
-        )
+        if dtype == torch.float32:
+            # float32 path sums of costs near float32's maximum (1e38 on a 12x12
+            # grid) overflow; such a batch is solved again in float64, whose sums
+            # check_sum_magnitude keeps finite. One host read per call.
+            goal = (target[0] + 1) * (width + 2) + target[1] + 1
+            if not bool(torch.isfinite(distances[0][:, goal]).all()):
+                distances = _torch_distances(costs.to(torch.float64), self.source, self.neighbourhood)
+        return _torch_walk(*distances, (height, width), self.source, target, self.neighbourhood)
 
     def __repr__(self) -> str:
         return (

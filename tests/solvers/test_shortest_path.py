@@ -485,3 +485,21 @@ def test_backend_option():
     assert cg.solvers.options("shortest_path")["backend"].default == "auto"
     with pytest.raises(ValueError, match=r"shortest_path: backend must be one of \['auto', 'numba', 'torch'\], got 'cuda'"):
         ShortestPath(backend="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_torch_backend_float32_sums_that_overflow_are_redone_in_float64(dtype):
+    # Any two cells of 1.5e38-3e38 sum past float32's 3.4e38: float32 sweeps
+    # would leave every cell but the source infinite (the walk then indexed
+    # outside the grid), so that batch is solved again in float64.
+    costs = (torch.rand(4, 12, 12, generator=torch.Generator().manual_seed(7)) + 1.0) * 1.5e38
+    costs = costs.to(dtype)
+    masks = ShortestPath(neighbourhood=4, backend="torch")(costs).double().numpy()
+    values = costs.double().numpy()
+    np.testing.assert_allclose(
+        objective(values, masks),
+        objective(values, ShortestPath(neighbourhood=4, backend="numba")(costs).double().numpy()),
+        rtol=1e-12,
+    )
+    for mask in masks:
+        assert_valid_path(mask, (0, 0), (11, 11), 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 import combgrad as cg
 from combgrad.tasks import _training as tr
+
+TRAINING = Path(tr.__file__).parent
 
 
 class _Stop(Exception):
@@ -51,6 +54,53 @@ def test_optimise_epoch_weights_the_loss_by_batch_size() -> None:
     assert loss == pytest.approx((1 * 9.0 + 3 * 1.0) / 4) and steps == [1, 1]
 
 
+def _reads_of_an_epoch(host_reads, steps: int, log_every: int) -> tuple[list[str], list]:
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    shown: list = []
+    bar = SimpleNamespace(update=lambda n=1: None, set_postfix=lambda **values: shown.append(values["loss"]))
+    batches = [(torch.full((2,), float(step)),) for step in range(steps)]
+    with host_reads(TRAINING) as reads:
+        tr.optimise_epoch(batches, lambda batch: ((weight - batch[0]) ** 2).mean(), optimizer, scheduler, bar,
+                          log_every=log_every)
+    return reads, shown
+
+
+def test_optimise_epoch_reads_the_loss_every_log_every_steps_not_every_step(host_reads) -> None:
+    """Issue 10: no per-step host sync. A read per step (``float(loss)``, as before) makes
+    the count grow with the steps; now it depends only on how often the bar is refreshed."""
+    few, shown_few = _reads_of_an_epoch(host_reads, 3, log_every=1000)
+    many, shown_many = _reads_of_an_epoch(host_reads, 30, log_every=1000)
+    assert len(many) == len(few) <= 3, many
+    assert len(shown_few) == len(shown_many) == 1  # the running loss shown once, at the end
+    logged, shown = _reads_of_an_epoch(host_reads, 30, log_every=10)
+    assert len(shown) == 3 and len(logged) == len(few) + 3, logged  # steps 10, 20, 30 (the last one reused)
+    with pytest.raises(ValueError, match="optimise_epoch: log_every must be an integer >= 1, got 0"):
+        _reads_of_an_epoch(host_reads, 1, log_every=0)
+
+
+def test_optimise_epoch_hooks_and_the_reduction_of_the_totals() -> None:
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    bar = SimpleNamespace(update=lambda n=1: None, set_postfix=lambda **values: None)
+    after: list[int] = []
+    reduced: list[torch.Tensor] = []
+
+    def twice(total: torch.Tensor) -> torch.Tensor:  # as if a second process had seen 4 examples of loss 5
+        reduced.append(total.clone())
+        return total + torch.tensor([4 * 5.0, 4.0], dtype=total.dtype)
+
+    loss = tr.optimise_epoch([(torch.full((2,), 1.0),), (torch.full((2,), 3.0),)],
+                             lambda batch: ((weight - batch[0]) ** 2).mean(), optimizer, scheduler, bar,
+                             after_step=lambda: after.append(1), reduce=twice)
+    assert after == [1, 1]
+    assert reduced[0].tolist() == [2 * 1.0 + 2 * 9.0, 4.0] and reduced[0].dtype == torch.float64
+    assert loss == pytest.approx((20.0 + 20.0) / 8)
+    assert tr.optimise_epoch([], lambda batch: batch[0], optimizer, scheduler, bar) == 0.0
+
+
 def test_schedules() -> None:
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     cosine = tr.learning_rate_schedule(optimizer, "cosine", epochs=2, steps_per_epoch=2)
@@ -71,6 +121,7 @@ def test_devices() -> None:
         tr.resolve_device("gpu!", owner="warcraft")
     with pytest.raises(ValueError, match="device must hold values"):
         tr.resolve_device("meta")
+    tr.synchronize(torch.device("cpu"))  # a no-op on the CPU
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="device must be one of cuda:0"):
             tr.resolve_device(f"cuda:{torch.cuda.device_count()}")
@@ -88,6 +139,41 @@ def test_timed_solver_counts_calls_and_instances() -> None:
     topk = tr.TimedSolver(cg.solvers.get("topk", k=2))
     topk(torch.rand(4, 7))
     assert topk.instances == 4
+
+
+class _Event:
+    """Stands in for a CUDA event: a timestamp in milliseconds, and a count of host waits."""
+
+    waits = 0
+
+    def __init__(self, milliseconds: float) -> None:
+        self.milliseconds = milliseconds
+
+    def elapsed_time(self, end: _Event) -> float:
+        return end.milliseconds - self.milliseconds
+
+    def synchronize(self) -> None:
+        _Event.waits += 1
+
+
+def test_timed_solver_reads_cuda_events_once_when_the_time_is_asked_for() -> None:
+    """The CPU twin of the CUDA timing: pending (start, end) event pairs are summed, with
+    one wait, only when ``seconds`` is read; assigning 0 drops them."""
+    timed = tr.TimedSolver(cg.solvers.get("shortest_path"))
+    timed._pending += [(_Event(0.0), _Event(250.0)), (_Event(300.0), _Event(800.0))]
+    _Event.waits = 0
+    assert timed.seconds == pytest.approx(0.75) and _Event.waits == 1
+    assert timed.seconds == pytest.approx(0.75) and _Event.waits == 1  # read once, then kept
+    timed._pending.append((_Event(0.0), _Event(1000.0)))
+    timed.seconds = 0.0
+    assert timed.seconds == 0.0 and _Event.waits == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_timed_solver_times_cuda_calls_with_events() -> None:
+    timed = tr.TimedSolver(cg.solvers.get("shortest_path"))
+    timed(torch.rand(64, 12, 12, device="cuda"))
+    assert len(timed._pending) == 1 and timed.seconds > 0 and not timed._pending
 
 
 def test_metrics_helpers() -> None:

@@ -40,23 +40,25 @@ class _Killed(Exception):
     [("aimle", "hamming", {"samples": 2}), ("perturbation", "fy", {"samples": 3}), ("direct", "hamming", {})],
 )
 def test_resume_gives_the_uninterrupted_result(
-    tmp_path: Path, tiny_data: Path, estimator: str, loss: str, options: dict
+    tmp_path: Path, tiny_data: Path, estimator: str, loss: str, options: dict, device: str
 ) -> None:
+    """On every available device (issue 10: resume crashed on CUDA), one tiny run stopped
+    after its first epoch and resumed ends as the uninterrupted one."""
     uninterrupted = wt.train(
-        _tiny(tmp_path / "a", tiny_data, estimator=estimator, loss=loss, options=options), log=lambda line: None
+        _tiny(tmp_path / "a", tiny_data, estimator=estimator, loss=loss, options=options, device=device), log=lambda line: None
     )
 
     def kill_after_first(epoch: int, record: dict) -> None:
         if epoch == 1:
             raise _Killed
 
-    stopped = _tiny(tmp_path / "b", tiny_data, estimator=estimator, loss=loss, options=options)
+    stopped = _tiny(tmp_path / "b", tiny_data, estimator=estimator, loss=loss, options=options, device=device)
     with pytest.raises(_Killed):
         wt.train(stopped, log=lambda line: None, on_epoch_end=kill_after_first)
     assert (tmp_path / "b" / "checkpoint.pt").exists() and not (tmp_path / "b" / "metrics.json").exists()
     lines: list[str] = []
     resumed = wt.train(
-        _tiny(tmp_path / "b", tiny_data, estimator=estimator, loss=loss, options=options, resume=True),
+        _tiny(tmp_path / "b", tiny_data, estimator=estimator, loss=loss, options=options, device=device, resume=True),
         log=lines.append,
     )
     assert any("resuming" in line and "after epoch 1" in line for line in lines)
@@ -74,6 +76,70 @@ def test_resume_gives_the_uninterrupted_result(
         assert first_layer and all(torch.equal(v, second_layer[k]) for k, v in first_layer.items())
     written = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert written["final"]["test"]["cost_optimal"] == uninterrupted["final"]["test"]["cost_optimal"]
+    assert written["config"]["device"].startswith(device)
+
+
+def test_an_epoch_makes_no_host_read_per_step(tmp_path: Path, tiny_data: Path, host_reads) -> None:
+    """Issue 10: no per-step host sync in the trainer. The CPU proxy counts the tensor
+    reads (``float``, ``.item()``, ``.cpu()``, ...) that the task code makes while an
+    epoch trains; the count must not grow with the number of steps (a read per step,
+    as ``float(loss)`` was, makes 2 and 6 steps differ). The solver's own host work
+    on the CPU is not the trainer's and is not counted."""
+    import combgrad.tasks
+
+    folder = Path(combgrad.tasks.__file__).parent
+    counts = {}
+    for steps, data_count in ((2, 16), (6, 48)):
+        data = tmp_path / f"data{data_count}"
+        wd.generate_dataset(data, 12, n_train=data_count, n_val=2, n_test=2, seed=0)
+        original = wt.optimise_epoch
+        reads: list[str] = []
+
+        def counted(*args, **kwargs):
+            with host_reads(folder) as calls:
+                loss = original(*args, **kwargs)
+            reads.extend(calls)
+            return loss
+
+        wt.optimise_epoch = counted
+        try:
+            result = wt.train(_tiny(tmp_path / f"run{steps}", data, n_train=data_count, n_val=2, n_test=2,
+                                    estimator="imle", epochs=1, log_every=1000), log=lambda line: None)
+        finally:
+            wt.optimise_epoch = original
+        assert result["history"][0]["loss"] > 0
+        counts[steps] = reads
+    assert len(counts[2]) == len(counts[6]) <= 4, counts
+
+
+def test_the_training_split_is_read_where_it_lies(tiny_data: Path) -> None:
+    from combgrad.tasks.warcraft import batches as wb
+
+    split = wd.load_split(tiny_data, 12, "train")
+    resident = wb.ResidentSplit(split, torch.device("cpu"))
+    assert resident.where == "host" and len(resident) == 16
+    assert resident.maps.data_ptr() == torch.from_numpy(split.maps).data_ptr()  # on the CPU: no copy
+    order = wb.shuffled_order(16, 0, 1)
+    for (maps, paths), (maps_ref, paths_ref) in zip(resident.batches(order, 5),
+                                                   wb.training_batches(split, order, 5, torch.device("cpu"))):
+        assert torch.equal(maps, maps_ref) and torch.equal(paths, paths_ref) and paths.dtype == torch.float32
+    assert wb.placement(100, torch.device("cuda"), free_bytes=200) == "device"
+    assert wb.placement(101, torch.device("cuda"), free_bytes=200) == "pinned"
+    with pytest.raises(ValueError, match="warcraft: where must be one of auto, device, pinned, host, got 'disk'"):
+        wb.ResidentSplit(split, torch.device("cpu"), where="disk")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("where", ["device", "pinned"])
+def test_the_training_split_on_a_gpu_gives_the_host_batches(tiny_data: Path, where: str) -> None:
+    from combgrad.tasks.warcraft import batches as wb
+
+    split = wd.load_split(tiny_data, 12, "train")
+    resident = wb.ResidentSplit(split, torch.device("cuda"), where=where)
+    order = wb.shuffled_order(16, 0, 1)
+    for (maps, paths), (maps_ref, paths_ref) in zip(resident.batches(order, 5),
+                                                   wb.training_batches(split, order, 5, torch.device("cpu"))):
+        assert maps.is_cuda and torch.equal(maps.cpu(), maps_ref) and torch.equal(paths.cpu(), paths_ref)
 
 
 def test_resume_refuses_a_different_configuration(tmp_path: Path, tiny_data: Path) -> None:

@@ -68,6 +68,25 @@ def _one_error_line(capsys, command: str) -> str:
     return lines[0]
 
 
+def test_warcraft_refuses_a_bad_log_interval_before_any_work(tmp_path: Path, capsys) -> None:
+    assert cli.main(["warcraft", "--out", str(tmp_path / "run"), "--log-every", "0"]) == 2
+    assert "warcraft: log_every must be an integer >= 1, got 0" in _one_error_line(capsys, "warcraft")
+    assert not (tmp_path / "run").exists()
+
+
+def test_python_dash_m_combgrad_is_the_command() -> None:
+    """``python -m combgrad`` (what ``torchrun ... -m combgrad warcraft`` runs) is the ``combgrad`` command."""
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-m", "combgrad", "warcraft", "--help"], capture_output=True,
+                              text=True, timeout=120)
+    assert finished.returncode == 0 and "--log-every" in finished.stdout and "torchrun" in finished.stdout
+    refused = subprocess.run([sys.executable, "-m", "combgrad", "warcraft", "--epochs", "0", "--out", "unused"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "epochs must be an integer >= 1" in refused.stderr
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-1"])
 def test_warcraft_refuses_a_bad_learning_rate_before_any_work(tmp_path: Path, capsys, value: str) -> None:
     """Guards issue 8 (smaller defects): ``--lr inf`` was accepted and failed after data generation."""
@@ -127,13 +146,14 @@ def test_warcraft_runs_end_to_end_with_tiny_settings(tmp_path: Path, capsys) -> 
     out = tmp_path / "run"
     argv = ["warcraft", "--n-train", "16", "--n-val", "8", "--n-test", "8", "--epochs", "1",
             "--batch-size", "8", "--channels", "4", "--estimator", "blackbox", "-O", "lam=10",
-            "--out", str(out), "--quiet", "--device", "cpu"]
+            "--out", str(out), "--quiet", "--device", "cpu", "--log-every", "1"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "blackbox on synthetic 12x12 maps (16 train), 1 epochs, cpu" in printed
     assert "test" in printed and "cost-optimal" in printed and "solver" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["options"] == {"lam": 10}
+    assert metrics["config"]["log_every"] == 1 and metrics["config"]["processes"] == 1
     for name in ("checkpoint.pt", "paths.png", "curves.png", "data/12x12/test_maps.npy"):
         assert (out / name).is_file(), name
     # Resuming a finished run trains nothing more and reports the same figures.

@@ -146,9 +146,11 @@ def _solve_chunks(theta: np.ndarray, out: np.ndarray, chunks: int) -> None:
         _solve_range(theta, out, start, stop)
 
 
-# The torch kernel asks the device whether every search has ended once per this
-# many search steps: one host sync per 8 steps of about 15 kernel launches each
-# is cheap on a GPU, and it ends most searches long before their worst case.
+# The torch kernel asks the device whether every search has ended after 1, 2
+# and 4 steps and then once per this many steps: a host sync per 8 steps of
+# about 24 kernel launches each is cheap on a GPU, and it ends most searches of
+# a small batch long before their worst case (a large batch nearly always holds
+# one search that needs it).
 STEPS_PER_CHECK = 8
 
 
@@ -161,15 +163,15 @@ def _assign_torch(theta: torch.Tensor) -> torch.Tensor:
     potential updates and tie rule (least distance, a free column, the lowest
     index). The search for row ``k`` ends within ``k + 1`` steps, as only ``k``
     columns are matched, so the loops are bounded whatever the arithmetic does;
-    instances whose search has ended are masked out. Without the reduction every
-    row starts from zero potentials, which is what rectangular instances need
-    anyway. Half precision is widened to float32; float32 and float64 stay.
+    an instance whose search has ended keeps choosing its sink, which changes
+    nothing. Without the reduction every row starts from zero potentials, which
+    is what rectangular instances need anyway. Half precision is widened to
+    float32; float32 and float64 stay.
     """
     if theta.dtype not in (torch.float32, torch.float64):
         theta = theta.float()
     batch, n, m = theta.shape
     device = theta.device
-    rows = torch.arange(batch, device=device)
     infinity = torch.tensor(float("inf"), dtype=theta.dtype, device=device)
     u = torch.zeros(batch, n, dtype=theta.dtype, device=device)
     v = torch.zeros(batch, m, dtype=theta.dtype, device=device)
@@ -178,50 +180,59 @@ def _assign_torch(theta: torch.Tensor) -> torch.Tensor:
     for start in range(n):
         distance = torch.full((batch, m), float("inf"), dtype=theta.dtype, device=device)
         came_from = torch.zeros(batch, m, dtype=torch.long, device=device)
-        row_seen = torch.zeros(batch, n, dtype=torch.bool, device=device)
         col_settled = torch.zeros(batch, m, dtype=torch.bool, device=device)
+        # Columns a search may still update: unsettled, in a search that goes on.
+        open_columns = torch.ones(batch, m, dtype=torch.bool, device=device)
+        # Tie rank of a column among the nearest: 2 if free, 1 if matched. Columns
+        # change hands only when augmenting, so this holds for the whole search.
+        free_rank = (row_of_col < 0).to(torch.int32) + 1
         radius = torch.zeros(batch, dtype=theta.dtype, device=device)
-        row = torch.full((batch,), start, dtype=torch.long, device=device)
-        sink = torch.zeros(batch, dtype=torch.long, device=device)
-        searching = torch.ones(batch, dtype=torch.bool, device=device)
+        row = torch.full((batch, 1), start, dtype=torch.long, device=device)
+        sink = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        searching = torch.ones(batch, 1, dtype=torch.bool, device=device)
         steps = 0
         while steps < start + 1:
-            if steps and steps % STEPS_PER_CHECK == 0 and not bool(searching.any()):
+            if (steps in (1, 2, 4) or (steps and steps % STEPS_PER_CHECK == 0)) and not bool(searching.any()):
                 break
             steps += 1
-            row_seen[rows, row] |= searching
-            # The same order of operations as numba's reduced cost, so float64
-            # instances see the same values.
             # gather, not theta[rows, row]: torch's CPU advanced indexing of a 3-D
             # tensor measured 1000x slower (12 ms against 10 us at B = 300).
-            scores = theta.gather(1, row[:, None, None].expand(batch, 1, m)).squeeze(1)
-            reduced = (radius[:, None] - scores) - u[rows, row][:, None] - v
-            improve = (reduced < distance) & ~col_settled & searching[:, None]
+            scores = theta.gather(1, row[:, :, None].expand(batch, 1, m)).squeeze(1)
+            # The same order of operations as numba's reduced cost, so float64
+            # instances see the same values.
+            reduced = (radius[:, None] - scores) - u.gather(1, row) - v
+            improve = (reduced < distance) & open_columns
             distance = torch.where(improve, reduced, distance)
-            came_from = torch.where(improve, row[:, None], came_from)
-            key = torch.where(col_settled, infinity, distance)
-            nearest = key.amin(dim=1)
+            came_from = torch.where(improve, row, came_from)
+            key = torch.where(open_columns, distance, infinity)
+            nearest = key.amin(dim=1, keepdim=True)
             # Tie rule: least distance, then a free column, then the lowest index
             # (argmax returns the first of equal maxima).
-            candidate = key == nearest[:, None]
-            rank = candidate.to(torch.int32) * 2 + (candidate & (row_of_col < 0)).to(torch.int32)
-            column = rank.argmax(dim=1)
-            radius = torch.where(searching, nearest, radius)
-            col_settled[rows, column] |= searching
-            matched_row = row_of_col[rows, column]
-            reached_free = searching & (matched_row < 0)
-            sink = torch.where(reached_free, column, sink)
-            row = torch.where(searching & ~reached_free, matched_row, row)
-            searching = searching & ~reached_free
-        # Potentials move by how far inside the final radius each settled node lies.
+            column = torch.where(key == nearest, free_rank, 0).argmax(dim=1, keepdim=True)
+            column = torch.where(searching, column, sink)
+            radius = torch.where(searching[:, 0], nearest[:, 0], radius)
+            col_settled.scatter_(1, column, True)
+            open_columns.scatter_(1, column, False)
+            matched_row = row_of_col.gather(1, column)
+            matched = matched_row >= 0
+            # A free column ends the search at once; an ended search's column
+            # is its sink, which is free, so it stays ended.
+            sink = torch.where(matched, sink, column)
+            row = torch.where(matched, matched_row, row)
+            searching = matched
+            open_columns &= matched
+        sink = sink[:, 0]
+        # Potentials move by how far inside the final radius each settled node
+        # lies. The rows the search went through besides `start` are exactly
+        # those whose matched column it settled.
         u[:, start] += radius
-        others = row_seen.clone()
-        others[:, start] = False
-        inside = radius[:, None] - distance.gather(1, col_of_row.clamp(min=0))
-        u = torch.where(others, u + inside, u)
+        matched_column = col_of_row.clamp(min=0)
+        others = (col_of_row >= 0) & col_settled.gather(1, matched_column)
+        u = torch.where(others, u + (radius[:, None] - distance.gather(1, matched_column)), u)
         v = torch.where(col_settled, v - (radius[:, None] - distance), v)
         # Augment along the search tree from the sink back to row `start`: a path
         # with at most as many rows as the search settled columns.
+        rows = torch.arange(batch, device=device)
         column = sink
         augmenting = torch.ones(batch, dtype=torch.bool, device=device)
         for _ in range(steps):

@@ -48,7 +48,7 @@ __all__ = ["TASK_OVERHEAD_SECONDS", "Target", "is_lost_worker", "resolve"]
 #: by ``benchmarks/scale.py`` on a 2-core machine at load average 8-10 (medians
 #: of 5 rounds of 64 do-nothing tasks): threads 0.05 ms, the forkserver pool
 #: 0.21-0.29 ms (a ProcessPoolExecutor is the same machinery), a loopback Dask
-#: LocalCluster 5.7-9.1 ms. Unknown executors get the pool's figure, rounded
+#: LocalCluster 5.7-20.4 ms (6 ms: the lower runs; the load inflates it). Unknown executors get the pool's figure, rounded
 #: up. :mod:`combgrad.pool` sizes chunks from it so overhead stays under 10 %.
 TASK_OVERHEAD_SECONDS = {"threads": 5e-5, "processes": 3e-4, "executor": 1e-3, "dask": 6e-3}
 

@@ -147,3 +147,18 @@ def test_bad_constructor_arguments(args, match):
 def test_bad_latents(u, v, error, match):
     with pytest.raises(error, match=match):
         IQE(32)(u, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_iqe_on_every_device(device, dtype):
+    head = IQE(32, dim_per_component=8).to(dtype)
+    generator = torch.Generator().manual_seed(0)
+    u, v = (torch.randn(10, 32, generator=generator, dtype=dtype) for _ in range(2))
+    on_cpu = head(u, v)
+    moved = head.to(device)
+    ud = u.to(device).requires_grad_(True)
+    distance = moved(ud, v.to(device))
+    distance.sum().backward()
+    assert distance.device.type == device and distance.dtype == dtype
+    assert ud.grad.device.type == device and moved.alpha_logit.grad.device.type == device
+    torch.testing.assert_close(distance.detach().cpu(), on_cpu.detach())

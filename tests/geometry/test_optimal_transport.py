@@ -583,3 +583,55 @@ def test_an_optimistic_estimate_is_not_taken_for_convergence():
             "sinkhorn", options, solution.error, solution.error < options.tol, solution.iterations, True,
             torch.float32, 1,
         )
+
+
+# --- devices and host reads ------------------------------------------------------------
+
+
+def test_error_is_read_every_check_every_iterations(syncs):
+    a, b, C = (torch.from_numpy(t) for t in random_problem(30, 40, seed=3))
+    every = cg.geometry.sinkhorn(a, b, C, eps=0.01, tol=1e-8, check_every=1)
+    reads_every = syncs.reads
+    syncs.reads = 0
+    sparse = cg.geometry.sinkhorn(a, b, C, eps=0.01, tol=1e-8)  # check_every=10
+    reads_sparse = syncs.reads
+    assert every.iterations > 50  # enough iterations for the reads to matter
+    # The default stops at the first multiple of 10 at or after check_every=1's stop
+    # (the error only falls), reading the error ~10x less often.
+    assert sparse.iterations % 10 == 0 and every.iterations <= sparse.iterations < every.iterations + 10
+    assert reads_sparse < reads_every / 4
+    assert bool(sparse.converged.all()) and float(sparse.error.max()) < 1e-8
+    torch.testing.assert_close(sparse.value, every.value, atol=1e-8, rtol=0)
+
+
+def test_few_iteration_problems_stop_within_a_factor_two():
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    quick = cg.geometry.sinkhorn(None, None, torch.cdist(x, x) ** 2, eps=10.0, check_every=1)
+    default = cg.geometry.sinkhorn(None, None, torch.cdist(x, x) ** 2, eps=10.0)
+    assert quick.iterations < 10 and quick.iterations <= default.iterations < 2 * quick.iterations
+
+
+@pytest.mark.parametrize("check_every", [0, 1.5, True])
+def test_check_every_must_be_a_positive_int(check_every):
+    with pytest.raises(ValueError, match=r"sinkhorn: check_every must be"):
+        cg.geometry.sinkhorn(None, None, torch.zeros(2, 2), eps=1.0, check_every=check_every)
+    with pytest.raises(ValueError, match=r"SinkhornDistance: check_every must be"):
+        cg.geometry.SinkhornDistance(check_every=check_every)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_sinkhorn_heads_on_every_device(device, dtype):
+    x, y = (torch.randn(2, 6, 2, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    results = {}
+    for where in dict.fromkeys(("cpu", device)):
+        xd = x.to(where, dtype).requires_grad_(True)
+        dist, P, C = cg.geometry.SinkhornDistance(eps=0.5, reduction="sum")(xd, y.to(where, dtype))
+        divergence = cg.geometry.sinkhorn_divergence(xd, y.to(where, dtype), eps=0.5).sum()
+        (dist + divergence).backward()
+        for value in (dist, P, C, divergence, xd.grad):
+            assert value.device.type == where and value.dtype == dtype
+        results[where] = [t.detach().cpu().double() for t in (dist, P, divergence, xd.grad)]
+    # The same algorithm on both devices: reductions in another order round differently.
+    tolerance = 1e-5 if dtype in (torch.float32, torch.float64) else 2e-2
+    for on_device, on_cpu in zip(results[device], results["cpu"]):
+        torch.testing.assert_close(on_device, on_cpu, atol=tolerance, rtol=tolerance)

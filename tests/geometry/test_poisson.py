@@ -259,3 +259,63 @@ def test_rates_beyond_the_limit_are_refused_on_the_unchecked_path():
     """The autograd function used inside PQE refuses too, instead of asking for 1e75 terms."""
     with pytest.raises(ValueError, match="rates must be at most 1e"):
         PoissonLessEqual.apply(torch.tensor([1e300], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))
+
+
+# --- the device path and devices -------------------------------------------------------
+
+from combgrad.geometry.poisson import _poisson_le_forward, forward_dtype  # noqa: E402
+
+
+@pytest.mark.parametrize("high", [10.0, 1000.0, 1e6])
+def test_device_path_matches_the_host_sorted_path(high, syncs):
+    """The GPU's path (one host read, equal blocks), run on the CPU, against the CPU's."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(3000, generator=generator, dtype=torch.float64) * high
+    y = torch.rand(3000, generator=generator, dtype=torch.float64) * high
+    syncs.reads = syncs.copies = 0
+    device_path = _poisson_le_forward(x, y, sort_on_host=False)
+    assert syncs.reads == 1 and syncs.copies == 0  # the window sizes and the rate limit, in one read
+    host_path = _poisson_le_forward(x, y)
+    # Different padding adds more exact terms to some rows: rounding only.
+    torch.testing.assert_close(device_path, host_path, rtol=1e-13, atol=1e-300)
+
+
+def test_device_path_refuses_rates_beyond_the_limit():
+    with pytest.raises(ValueError, match="rates must be at most 1e"):
+        _poisson_le_forward(torch.tensor([1e300], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64),
+                            sort_on_host=False)
+
+
+@pytest.mark.parametrize("sort_on_host", [True, False])
+def test_float32_forward_is_within_1e6_absolute(sort_on_host):
+    """The sum as it runs on GPUs without fast float64 (forward_dtype float32)."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(4000, generator=generator, dtype=torch.float64) * 1000
+    y = torch.rand(4000, generator=generator, dtype=torch.float64) * 1000
+    in_float32 = _poisson_le_forward(x.float(), y.float(), sort_on_host=sort_on_host)
+    assert in_float32.dtype == torch.float32
+    # Measured 6.4e-7 at most on these rates; 1e-6 leaves 1.5x margin.
+    torch.testing.assert_close(in_float32.double(), _poisson_le_forward(x, y), atol=1e-6, rtol=0)
+
+
+def test_forward_dtype():
+    assert forward_dtype(torch.device("cpu")) == torch.float64
+    assert forward_dtype(torch.device("mps")) == torch.float32  # no float64 there
+    if torch.cuda.is_available():
+        fast = torch.cuda.get_device_capability() in {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
+        assert forward_dtype(torch.device("cuda")) == (torch.float64 if fast else torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_poisson_on_every_device(device, dtype):
+    generator = torch.Generator().manual_seed(2)
+    x = (torch.rand(500, generator=generator, dtype=torch.float64) * 50).to(dtype)
+    y = (torch.rand(500, generator=generator, dtype=torch.float64) * 50).to(dtype)
+    xd = x.to(device).requires_grad_(True)
+    probability = poisson_le_probability(xd, y.to(device))
+    probability.sum().backward()
+    assert probability.device.type == device and probability.dtype == dtype and xd.grad.device.type == device
+    # float64 everywhere but a GPU without fast float64, where the sum runs in float32.
+    exact = forward_dtype(torch.device(device)) == torch.float64 and dtype == torch.float64
+    tolerance = 1e-12 if exact else 2e-6
+    torch.testing.assert_close(probability.detach().cpu(), poisson_le_probability(x, y), rtol=tolerance, atol=tolerance)

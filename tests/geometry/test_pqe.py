@@ -264,3 +264,19 @@ def test_huge_latents_give_finite_parameter_gradients(variant, discounted, dtype
     for name, parameter in pqe.named_parameters():
         assert torch.isfinite(parameter.grad).all(), name
     assert torch.isfinite(u.grad).all() and torch.isfinite(v.grad).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("discounted", [False, True])
+def test_pqe_on_every_device(variant, discounted, device):
+    head = make_pqe(variant, discounted=discounted).float()
+    u, v = (random_latents(16, head.latent_size, seed).float() for seed in (0, 1))
+    on_cpu = head(u, v)
+    moved = head.to(device)
+    ud = u.to(device).requires_grad_(True)
+    distance = moved(ud, v.to(device))
+    distance.sum().backward()
+    assert distance.device.type == device and ud.grad.device.type == device
+    assert all(p.grad.device.type == device for p in moved.parameters() if p.grad is not None)
+    # float32 on both; a GPU without fast float64 also sums the Poisson CDF in float32.
+    torch.testing.assert_close(distance.detach().cpu(), on_cpu.detach(), rtol=1e-4, atol=1e-5)

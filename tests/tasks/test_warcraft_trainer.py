@@ -131,7 +131,7 @@ def test_the_training_split_is_read_where_it_lies(tiny_data: Path) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("where", ["device", "pinned"])
-def test_the_training_split_on_a_gpu_gives_the_host_batches(tiny_data: Path, where: str) -> None:
+def test_the_training_split_on_cuda_gives_the_host_batches(tiny_data: Path, where: str) -> None:
     from combgrad.tasks.warcraft import batches as wb
 
     split = wd.load_split(tiny_data, 12, "train")
@@ -237,3 +237,32 @@ def test_a_missing_cuda_device_is_refused_before_any_work(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="warcraft: device 'cuda' was asked for, but CUDA is not available"):
         wt.train(config, log=lambda line: None)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("count, size", [(7, 2), (8, 3), (2, 4)])
+def test_a_sharded_evaluation_joins_to_the_one_process_figures(
+    monkeypatch: pytest.MonkeyPatch, count: int, size: int
+) -> None:
+    """Each process evaluates one contiguous block; joined in rank order, the blocks give
+    the metrics of the whole split (odd sizes, and more processes than maps)."""
+    from combgrad.tasks._training import World
+    from combgrad.tasks.warcraft.evaluation import Predictor
+    from combgrad.tasks.warcraft.model import SmallCNN
+
+    torch.manual_seed(0)
+    split = wd.generate_split(12, count, seed=2)
+    predictor = Predictor(SmallCNN(12, channels=4), torch.zeros(3), torch.ones(3) * 60)
+    block = -(-count // size)
+    blocks = [predictor.per_example(split, 3, start=rank * block, stop=(rank + 1) * block) for rank in range(size)]
+    assert sum(len(part["exact"]) for part in blocks) == count
+    for rank in range(size):  # as process ``rank``: its own block, the others' from the gather
+        mine: list[dict] = []
+
+        def gather(value: dict, world: World) -> list[dict]:
+            mine.append(value)
+            return [value if other == world.rank else blocks[other] for other in range(world.size)]
+
+        monkeypatch.setattr(wt, "gather_objects", gather)
+        joined = wt._evaluate(predictor, split, 3, World(rank=rank, size=size))
+        assert len(mine[0]["exact"]) == len(blocks[rank]["exact"])
+        assert json.dumps(joined) == json.dumps(predictor.evaluate(split, 3))

@@ -285,7 +285,8 @@ class Assignment(BatchSolver):
 
     Args:
         backend: ``"auto"`` (default), ``"numba"`` or ``"torch"``: which kernel
-            solves the batch (see Backends above).
+            solves the batch; ``"auto"`` picks ``"torch"`` for a CUDA theta, else
+            ``"numba"``.
 
     Raises:
         ValueError: On an unknown backend; (on call) if theta is not finite, has fewer than 2 dims, an empty

@@ -219,7 +219,8 @@ class Knapsack(BatchSolver):
         constraint_scale: Positive factor applied to ``weights`` and ``capacity``
             before the integrality check; default 1.
         backend: ``"auto"`` (default), ``"numba"`` or ``"torch"``: which kernel
-            solves the batch (see Backends above).
+            solves the batch; ``"auto"`` picks ``"torch"`` for a CUDA theta, else
+            ``"numba"``.
 
     Raises:
         ValueError: If ``weights``, ``capacity`` or ``backend`` is invalid, or (on call) if

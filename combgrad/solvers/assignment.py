@@ -284,9 +284,8 @@ class Assignment(BatchSolver):
     equal it returns the identity too).
 
     Args:
-        backend: ``"auto"`` (default), ``"numba"`` or ``"torch"``: which kernel
-            solves the batch; ``"auto"`` picks ``"torch"`` for a CUDA theta, else
-            ``"numba"``.
+        backend: ``"auto"`` (the default: ``"torch"`` for a CUDA theta, else
+            ``"numba"``), ``"numba"`` or ``"torch"``: which kernel solves the batch.
 
     Raises:
         ValueError: On an unknown backend; (on call) if theta is not finite, has fewer than 2 dims, an empty

@@ -218,9 +218,8 @@ class Knapsack(BatchSolver):
             by ``constraint_scale``.
         constraint_scale: Positive factor applied to ``weights`` and ``capacity``
             before the integrality check; default 1.
-        backend: ``"auto"`` (default), ``"numba"`` or ``"torch"``: which kernel
-            solves the batch; ``"auto"`` picks ``"torch"`` for a CUDA theta, else
-            ``"numba"``.
+        backend: ``"auto"`` (the default: ``"torch"`` for a CUDA theta, else
+            ``"numba"``), ``"numba"`` or ``"torch"``: which kernel solves the batch.
 
     Raises:
         ValueError: If ``weights``, ``capacity`` or ``backend`` is invalid, or (on call) if

@@ -157,9 +157,8 @@ class SpanningTree(BatchSolver):
 
     Args:
         sense: ``"min"`` (default) for a minimum tree, ``"max"`` for a maximum one.
-        backend: ``"auto"`` (default), ``"numba"`` or ``"torch"``: which kernel
-            solves the batch; ``"auto"`` picks ``"torch"`` for a CUDA theta, else
-            ``"numba"``.
+        backend: ``"auto"`` (the default: ``"torch"`` for a CUDA theta, else
+            ``"numba"``), ``"numba"`` or ``"torch"``: which kernel solves the batch.
 
     Raises:
         ValueError: On an invalid sense or backend; at call time on weights that are not

@@ -109,7 +109,9 @@ def test_an_epoch_makes_no_host_read_per_step(tmp_path: Path, tiny_data: Path, h
             wt.optimise_epoch = original
         assert result["history"][0]["loss"] > 0
         counts[steps] = reads
-    assert len(counts[2]) == len(counts[6]) <= 4, counts
+    # Per epoch: the order read once by the batches (cpu, numpy) and the loss totals once
+    # at the end (cpu, two floats).
+    assert len(counts[2]) == len(counts[6]) <= 5, counts
 
 
 def test_the_training_split_is_read_where_it_lies(tiny_data: Path) -> None:

@@ -207,8 +207,8 @@ class ResidentSplit:
         maps, paths = self._host
         stream = self.where == "pinned"
         for start in range(0, len(host_order), batch_size):
-            index = host_order[start : start + batch_size]
-            batch = torch.from_numpy(maps[index]), torch.from_numpy(paths[index])
+            rows = host_order[start : start + batch_size]
+            batch = torch.from_numpy(maps[rows]), torch.from_numpy(paths[rows])
             if stream:  # a gathered batch is pageable: pin it so that the copy is asynchronous
                 batch = batch[0].pin_memory(), batch[1].pin_memory()
             yield batch[0].to(self.device, non_blocking=stream), batch[1].to(self.device, non_blocking=stream)

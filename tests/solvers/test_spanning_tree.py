@@ -288,3 +288,20 @@ def test_auto_backend_is_numba_on_the_cpu_and_torch_elsewhere():
 def test_unknown_backend_raises():
     with pytest.raises(ValueError, match=r"spanning_tree: backend must be one of \['auto', 'numba', 'torch'\], got 'triton'"):
         SpanningTree(backend="triton")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_estimator_through_the_torch_backend_matches_numba(device):
+    # I-MLE draws its noise under a fixed seed, and in float64 the backends
+    # return the same trees, so forward and gradient agree exactly.
+    results = []
+    for backend in ("numba", "torch"):
+        layer = cg.DifferentiableSolver("spanning_tree", estimator="imle", backend=backend, samples=3)
+        theta = torch.randn(4, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        theta = theta.to(device).requires_grad_()
+        torch.manual_seed(1)
+        y = layer(theta)
+        (y * torch.arange(36.0, dtype=torch.float64, device=device).reshape(6, 6)).sum().backward()
+        results.append((y.detach().cpu(), theta.grad.cpu()))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert results[0][1].abs().sum() > 0

@@ -143,3 +143,35 @@ def test_aimle_update_makes_no_host_read(syncs):
     assert syncs.reads == 0
     # nonzero: 0.9 + 0.1 * 2 = 1.1 >= 1 (beta down), then 0.99 < 1 (beta up again).
     assert estimator.beta.item() == pytest.approx(1.0) and estimator.nonzero.item() == pytest.approx(0.99)
+
+
+def _cuda_syncs(action):
+    """The synchronising CUDA operations ``action()`` makes, as torch's sync debug mode reports them."""
+    import warnings
+
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            action()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    return [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+@pytest.mark.parametrize("key", sorted(ESTIMATORS))
+def test_cuda_estimator_syncs_once_per_pass(key, torch_argmax):
+    """On a real GPU, the count the CPU proxy above stands for: at most one sync per pass."""
+    estimator = _estimator(key).to("cuda")
+    theta = torch.randn(64, 50, device="cuda", requires_grad=True)
+    dy = torch.randn(64, 50, device="cuda")
+    generator = torch.Generator("cuda").manual_seed(0)
+    _step(estimator, torch_argmax, theta.detach(), dy, generator)  # warm-up: lazy CUDA initialisation
+    outputs = []
+    forward = _cuda_syncs(lambda: outputs.append(estimator(theta, torch_argmax, generator=generator)))
+    backward = _cuda_syncs(lambda: outputs[0].backward(dy))
+    assert len(forward) <= 1, forward
+    assert len(backward) <= 1, backward

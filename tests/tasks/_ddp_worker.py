@@ -1,10 +1,10 @@
 """One process of a distributed Warcraft run, for tests/tasks/test_training_distributed.py.
 
-``python _ddp_worker.py cli ARGS...`` runs ``combgrad.cli.main(ARGS)`` (what
-``torchrun ... -m combgrad`` runs); ``python _ddp_worker.py train DUMP JSON`` runs
-``train(TrainConfig(**JSON))``, stopping after epoch ``stop_after`` if the JSON has
-one (exit status 3, as a kill), and writes this rank's model and estimator state to
-``DUMP/rank{RANK}.pt`` (outside the run's folder).
+``python _ddp_worker.py DUMP JSON`` runs ``train(TrainConfig(**JSON))``, stopping
+after epoch ``stop_after`` if the JSON has one (exit status 3, as a kill), and writes
+this rank's model and estimator state to ``DUMP/rank{RANK}.pt`` (outside the run's
+folder). The command-line runs start ``python -m combgrad`` or the console script
+themselves.
 """
 
 from __future__ import annotations
@@ -21,14 +21,10 @@ class _Stopped(Exception):
 
 
 def main(argv: list[str]) -> int:
-    if argv[0] == "cli":
-        from combgrad.cli import main as cli_main
-
-        return cli_main(argv[1:])
     from combgrad.tasks.warcraft import trainer
     from combgrad.tasks.warcraft.config import TrainConfig
 
-    dump, settings = argv[1], json.loads(argv[2])
+    dump, settings = argv[0], json.loads(argv[1])
     stop_after = settings.pop("stop_after", None)
     captured: dict[str, torch.nn.Module] = {}
     build_loss, build_model = trainer.build_loss, trainer.build_model

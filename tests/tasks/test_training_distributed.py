@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,8 +83,8 @@ def test_a_batch_that_the_processes_cannot_share_is_refused_before_joining(
 # ----------------------------------------------------------------------------- two processes
 
 
-def _launch(arguments: list[str], folders: list[Path], timeout: float = 240) -> list[subprocess.CompletedProcess]:
-    """Run ``_ddp_worker.py ARGUMENTS`` as ranks 0..N-1 (rank r in ``folders[r]``), as torchrun would."""
+def _launch(command: list[str], folders: list[Path], timeout: float = 240) -> list[subprocess.CompletedProcess]:
+    """Run ``command`` as ranks 0..N-1 (rank r in ``folders[r]``), as torchrun would."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -104,7 +105,7 @@ def _launch(arguments: list[str], folders: list[Path], timeout: float = 240) -> 
             TORCHELASTIC_USE_AGENT_STORE="True", OMP_NUM_THREADS="1", COMBGRAD_NUM_THREADS="1",
         )
         processes.append(subprocess.Popen(
-            [sys.executable, str(WORKER), *arguments], cwd=folder, env=env,
+            command, cwd=folder, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     try:
@@ -127,12 +128,21 @@ def data48(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _console_script() -> str:
+    """The installed ``combgrad`` script (what ``$(which combgrad)`` gives torchrun)."""
+    script = shutil.which("combgrad", path=str(Path(sys.executable).parent)) or shutil.which("combgrad")
+    if script is None:
+        pytest.skip("the combgrad console script is not installed")
+    return script
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("estimator", ["blackbox", "direct"])
+@pytest.mark.parametrize("estimator, entry", [("blackbox", "-m combgrad"), ("direct", "console script")])
 def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(
-    tmp_path: Path, data48: Path, estimator: str
+    tmp_path: Path, data48: Path, estimator: str, entry: str
 ) -> None:
-    """``torchrun --nproc-per-node 2 -m combgrad warcraft`` (its environment, on loopback).
+    """``torchrun --nproc-per-node 2 -m combgrad warcraft`` and ``torchrun --nproc-per-node 2
+    $(which combgrad) warcraft`` (their environment, on loopback).
 
     Tolerances: every step sees the same 8 maps in both runs, the model starts equal
     and DDP averages the two ranks' gradients, so the one difference is BatchNorm:
@@ -147,7 +157,8 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(
     folders = [tmp_path / "rank0", tmp_path / "rank1"]
     arguments = ["--data", str(data48), "--out", "run", "--epochs", "2", "--batch-size", "8", "--lr", "1e-2",
                  "--estimator", estimator, "--quiet", "--device", "cpu"]
-    ranks = _launch(["cli", "warcraft", *arguments], folders)
+    program = [sys.executable, "-m", "combgrad"] if entry == "-m combgrad" else [sys.executable, _console_script()]
+    ranks = _launch([*program, "warcraft", *arguments], folders)
     for rank, finished in enumerate(ranks):
         assert finished.returncode == 0, (rank, finished.stderr[-3000:])
     # Rank 0 alone wrote outputs and reported; rank 1 touched nothing in its folder.
@@ -185,7 +196,7 @@ def test_two_processes_resume_exactly_and_keep_aimle_state_identical(tmp_path: P
     def run(name: str, **extra) -> list[subprocess.CompletedProcess]:
         dump = tmp_path / f"dump-{name}"
         dump.mkdir(exist_ok=True)
-        return _launch(["train", str(dump), json.dumps({**settings, **extra})],
+        return _launch([sys.executable, str(WORKER), str(dump), json.dumps({**settings, **extra})],
                        [tmp_path / name / "rank0", tmp_path / name / "rank1"])
 
     assert [finished.returncode for finished in run("whole")] == [0, 0]

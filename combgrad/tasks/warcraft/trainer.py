@@ -7,10 +7,13 @@ per-cell BCE); val and test are evaluated after every epoch. The parts live in
 their own modules: settings in :mod:`.config`, data and batches in :mod:`.batches`,
 networks in :mod:`.model`, metrics and prediction in :mod:`.evaluation`, and the
 task-independent loop, checkpoints, schedules and atomic writes in
-:mod:`combgrad.tasks._training`. Outputs under ``config.out``:
+:mod:`combgrad.tasks._training`. Under torchrun the same run trains with
+DistributedDataParallel (see :func:`train`). Outputs under ``config.out``, all
+written by rank 0 alone in a distributed run:
 
 * ``checkpoint.pt``: model, optimizer, scheduler, estimator state (AIMLE's buffers),
-  random states and history, replaced atomically after every epoch; with
+  random states (every rank's in a distributed run) and history, replaced
+  atomically after every epoch; with
   ``resume=True`` a stopped run continues from it to the same result as an
   uninterrupted run.
 * ``metrics.json``: configuration, per-epoch history, final val/test metrics,

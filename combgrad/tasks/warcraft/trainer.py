@@ -240,7 +240,7 @@ def _train(
         if config.resume:
             log(f"no checkpoint at {checkpoint.path}: starting from scratch")
         if world.rank:  # every process draws its own estimator noise; rank 0's is a plain run's
-            seed_everything(config.seed + 1_000_003 * world.rank)
+            seed_everything((config.seed + 1_000_003 * world.rank) % 2**32)
 
     def train_epoch(epoch: int, progress: Progress) -> dict[str, Any]:
         model.train()
@@ -311,7 +311,7 @@ def _restore_rank_rng(saved: dict[str, Any], world: World, device: torch.device,
     log(f"the checkpoint was written by {len(ranks_rng) if isinstance(ranks_rng, list) else 1} processes, "
         f"not {world.size}: the other ranks' random streams start afresh")
     if world.rank:
-        seed_everything(int(saved["epoch"]) * 1_000_003 + world.rank)
+        seed_everything((int(saved["epoch"]) * 1_000_003 + world.rank) % 2**32)
 
 
 def _evaluate(predictor: Predictor, split: WarcraftSplit, batch_size: int, world: World) -> dict[str, float]:

@@ -39,7 +39,7 @@ from .._checks import (
     check_theta,
     rename_deprecated,
 )
-from ..solvers.base import BatchSolver, Solver
+from ..solvers.base import Solver
 from . import noise as noise_module
 
 
@@ -94,10 +94,9 @@ def call_solver(solver: Solver, theta: torch.Tensor) -> torch.Tensor:
     A :class:`~combgrad.solvers.base.BatchSolver` re-reads the finiteness of its
     input on every call (a host sync on a GPU, and a full pass over the batch);
     estimators check their solver inputs once (:func:`check_solver_input`), so
-    they skip it here: a solver with a ``solve_prechecked(theta)`` method is
-    called through it, a ``BatchSolver`` through its own event checks and kernel
-    (:meth:`check_event`, :meth:`solve_flat`; the solver's documented checks
-    such as ``negative="raise"`` still run), and any other solver as it is.
+    they skip it here: a solver with a ``solve_prechecked(theta)`` method (every
+    ``BatchSolver``; its event checks such as ``negative="raise"`` still run) is
+    called through it, any other solver as it is.
 
     Example:
         >>> import torch, combgrad as cg
@@ -107,12 +106,7 @@ def call_solver(solver: Solver, theta: torch.Tensor) -> torch.Tensor:
     prechecked = getattr(solver, "solve_prechecked", None)
     if callable(prechecked):
         return prechecked(theta)
-    if not isinstance(solver, BatchSolver):
-        return solver(theta)
-    solver.check_event(theta, tuple(theta.shape[1:]))
-    if theta.shape[0] == 0:
-        return torch.zeros_like(theta)
-    return solver.solve_flat(theta.detach())
+    return solver(theta)
 
 
 def solve_scores(

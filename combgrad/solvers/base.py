@@ -147,6 +147,15 @@ class BatchSolver:
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         """Solve every instance of ``theta [*batch, *event]``; returns ``y`` of the same shape."""
         check_theta(self.name, theta, self.event_ndim)
+        return self.solve_prechecked(theta)
+
+    def solve_prechecked(self, theta: torch.Tensor) -> torch.Tensor:
+        """:meth:`__call__` for a ``theta`` already known to be a finite floating tensor.
+
+        Estimators check their own input once and call this for the scores they
+        built from it, so a CUDA theta costs one host read per pass instead of one
+        per solver call. The solver's own event checks (:meth:`check_event`) still run.
+        """
         event_shape = tuple(theta.shape[theta.ndim - self.event_ndim :])
         batch_shape = tuple(theta.shape[: theta.ndim - self.event_ndim])
         self.check_event(theta, event_shape)

@@ -131,7 +131,7 @@ def test_unknown_options_are_option_errors():
 
 def test_unknown_names_and_options():
     expected = "differentiable: unexpected option 'sigma'; estimator 'imle' takes .*lam.* and solver 'topk' takes"
-    with pytest.raises(TypeError, match=expected + " \\['k'\\]"):
+    with pytest.raises(TypeError, match=expected + " \\['backend', 'k'\\]"):
         cg.differentiable(solver="topk", k=2, sigma=1.0)
     with pytest.raises(TypeError, match="unexpected option 'bogus'.*from_function takes"):
         cg.differentiable(numpy_argmax, sense="max", bogus=1)

@@ -218,3 +218,13 @@ def test_bad_backends_list_what_exists():
 
     with pytest.raises(ValueError, match="two_kernels: backend 'torch' is not available for this solver; available: auto, numba"):
         HostOnly("torch")
+
+
+def test_solve_prechecked_skips_only_the_finiteness_read():
+    # Estimators check their input once and call solve_prechecked for the scores
+    # they built; the solver's event checks must still run there.
+    solver = TwoKernelSolver()
+    assert solver.solve_prechecked(torch.ones(2, 3)).shape == (2, 3)
+    assert solver.solve_prechecked(torch.ones(0, 3)).shape == (0, 3) and solver.ran == ["numba"]
+    with pytest.raises(ValueError, match="shortest_path: costs must be non-negative|negative"):
+        cg.solvers.get("shortest_path", negative="raise").solve_prechecked(-torch.ones(1, 3, 3))

@@ -196,3 +196,14 @@ def test_the_shared_run_infrastructure_imports_no_task() -> None:
     import combgrad
 
     assert combgrad.tasks.warcraft.train.__module__ == "combgrad.tasks.warcraft.trainer"
+
+
+def test_timed_solver_passes_prechecked_calls_through_and_times_them(monkeypatch) -> None:
+    # Estimators call solve_prechecked to skip the solver's finiteness read; the
+    # wrapper must keep that saving and still count the call.
+    inner = cg.solvers.get("shortest_path")
+    timed = tr.TimedSolver(inner)
+    checks = []
+    monkeypatch.setattr("combgrad.solvers.base.check_theta", lambda *args, **kwargs: checks.append(1))
+    y = cg.gradients.get("imle", noise="none")(torch.ones(3, 4, 4), timed)
+    assert y.shape == (3, 4, 4) and timed.calls == 1 and timed.instances == 3 and checks == []

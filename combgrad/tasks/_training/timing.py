@@ -63,21 +63,27 @@ class TimedSolver:
         self._seconds = float(value)
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return self._timed(self.solver, theta)
+
+    def solve_prechecked(self, theta: torch.Tensor) -> torch.Tensor:
+        """The wrapped solver's call without its finiteness read (see ``BatchSolver.solve_prechecked``)."""
+        return self._timed(getattr(self.solver, "solve_prechecked", self.solver), theta)
+
+    def _timed(self, solve: Any, theta: torch.Tensor) -> torch.Tensor:
         if theta.device.type == "cuda":
             start_event = torch.cuda.Event(enable_timing=True)
             end_event = torch.cuda.Event(enable_timing=True)
             start_event.record()
-            y = self.solver(theta)
+            y = solve(theta)
             end_event.record()
             self._pending.append((start_event, end_event))
         else:
             start = time.perf_counter()
-            y = self.solver(theta)
+            y = solve(theta)
             self._seconds += time.perf_counter() - start
         self.calls += 1
         event = math.prod(theta.shape[theta.ndim - self.event_ndim :]) if self.event_ndim else 1
         self.instances += theta.numel() // max(event, 1)
         return y
-
 
 __all__ = ["TimedSolver"]

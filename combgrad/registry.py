@@ -83,7 +83,7 @@ class Registry:
             return decorator
         if not callable(factory):
             raise TypeError(f"{self.kind} factory for {name!r} must be callable, got {factory!r}")
-        if name in self._factories and not overwrite:
+        if name in self._factories and not overwrite and not _same_definition(self._factories[name], factory):
             raise ValueError(
                 f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it"
             )
@@ -175,6 +175,20 @@ class Registry:
             # An entry point names either a factory or a module that registers itself.
             if callable(loaded) and entry_point.name not in self._factories:
                 self._factories[entry_point.name] = loaded
+
+
+def _same_definition(old: Factory, new: Factory) -> bool:
+    """True if ``new`` is ``old`` defined again: its module was imported a second time.
+
+    pytest's ``--import-mode=importlib`` (running one module's doctests) and
+    ``importlib.reload`` execute a module's ``register(...)`` line again with a
+    fresh class of the same module and qualified name; that is the same entry,
+    not a clash.
+    """
+    def where(factory: Factory) -> tuple[object, object]:
+        return getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+
+    return where(old) == where(new) and None not in where(old) and "<lambda>" not in str(where(old)[1])
 
 
 def _keyword_parameters(factory: Factory) -> list[inspect.Parameter] | None:

@@ -265,3 +265,17 @@ def test_every_builtin_option_is_documented(kind):
     for name in module.names():
         for option in module.options(name).values():
             assert option.description, f"{kind} {name!r}: option {option.name!r} has no docstring entry"
+
+
+def test_a_module_imported_twice_re_registers_its_own_entry():
+    # One module's doctests under pytest's importlib mode import it a second time.
+    registry = make_registry()
+    namespace: dict = {"__name__": "some_plugin"}
+    source = "class Solver:\n    pass\n"
+    exec(source, namespace)
+    registry.register("mine", namespace["Solver"])
+    exec(source, namespace)  # the same definition, executed again
+    registry.register("mine", namespace["Solver"])
+    assert registry.factory("mine") is namespace["Solver"]
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("mine", lambda: None)

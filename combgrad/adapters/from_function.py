@@ -68,26 +68,12 @@ class FunctionSolver(BatchSolver):
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
         event_shape = theta.shape[1:]
         y = np.empty_like(theta)
+        where = {"workers": self.workers, "owner": self.name, "timeout": self.timeout, "executor": self.executor}
         if self.batched:
-            chunks = pool.map_chunks(
-                self.fn,
-                theta,
-                workers=self.workers,
-                owner=self.name,
-                timeout=self.timeout,
-                executor=self.executor,
-            )
-            for start, stop, output in chunks:
+            for start, stop, output in pool.map_chunks(self.fn, theta, **where):
                 y[start:stop] = self._as_output(output, (stop - start, *event_shape), start, stop)
         else:
-            outputs = pool.map_instances(
-                self.fn,
-                theta,
-                workers=self.workers,
-                owner=self.name,
-                timeout=self.timeout,
-                executor=self.executor,
-            )
+            outputs = pool.map_instances(self.fn, theta, **where)
             for index, output in enumerate(outputs):
                 y[index] = self._as_output(output, event_shape, index, index + 1)
         return y

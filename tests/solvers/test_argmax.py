@@ -72,10 +72,7 @@ def test_bad_inputs(theta, error, match):
 # The numba backend against the torch one: both return the first maximal index,
 # so the outputs are identical (float32 scores convert exactly to numba's float64).
 # CPU always; the CUDA half is skipped without CUDA (benchmarks/device_check.sh runs -k cuda).
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [1, 2, 7, 100, 1000])
 @pytest.mark.parametrize("ties", [False, True])

@@ -139,15 +139,12 @@ def test_unknown_option_is_refused():
 
 # --- the torch backend (issue 10): agreement with the numba kernel on every device
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
-
 
 def assignment_value(theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """<theta, y> per instance, in float64."""
     return (theta.double() * y.double()).sum((-2, -1))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "shape, batch",
     [((1, 1), 50), ((1, 6), 100), ((6, 1), 100), ((2, 2), 200), ((5, 5), 300), ((4, 9), 200),
@@ -186,7 +183,6 @@ def test_torch_backend_matches_scipy():
         assert (instance * solution).sum() == pytest.approx(scipy_value(instance), abs=1e-9)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_torch_backend_in_lower_precision_gives_optimal_value(device, dtype):
     # float32 potentials (float16/bfloat16 widened): each of the n searches sums
@@ -203,7 +199,6 @@ def test_torch_backend_in_lower_precision_gives_optimal_value(device, dtype):
     assert (optimum - assignment_value(theta, y)).max() <= tolerance
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_torch_backend_edge_cases(device):
     solver = Assignment(backend="torch")
     for shape in [(4, 4), (3, 5), (5, 3)]:
@@ -240,18 +235,7 @@ def test_backends_repr_and_unknown_backend():
         Assignment("torch")
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_an_estimator_through_the_torch_backend_matches_numba(device):
+def test_an_estimator_through_the_torch_backend_matches_numba(device, imle_through_both_backends):
     # Normal scores have a unique optimum almost surely, so the backends return
     # the same assignments under I-MLE's seeded noise: forward and gradient agree.
-    results = []
-    for backend in ("numba", "torch"):
-        layer = cg.DifferentiableSolver("assignment", estimator="imle", backend=backend, samples=3)
-        theta = torch.randn(4, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        theta = theta.to(device).requires_grad_()
-        torch.manual_seed(1)
-        y = layer(theta)
-        (y * torch.arange(35.0, dtype=torch.float64, device=device).reshape(5, 7)).sum().backward()
-        results.append((y.detach().cpu(), theta.grad.cpu()))
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    assert results[0][1].abs().sum() > 0
+    imle_through_both_backends("assignment", torch.randn(4, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device))

@@ -198,15 +198,12 @@ def test_single_vertex_accepts_any_finite_weight():
 
 # --- the torch backend (issue 10): agreement with the numba kernel on every device
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
-
 
 def tree_weight(weights: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
     """<w, y> per instance, in float64."""
     return (weights.double() * adjacency.double()).sum((-2, -1))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sense", ["min", "max"])
 @pytest.mark.parametrize("n, batch", [(2, 200), (3, 200), (5, 300), (12, 300), (30, 300)])
 def test_torch_backend_returns_the_numba_tree_in_float64(device, sense, n, batch):
@@ -221,7 +218,6 @@ def test_torch_backend_returns_the_numba_tree_in_float64(device, sense, n, batch
     assert torch.equal(y.cpu(), numba)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sense", ["min", "max"])
 @pytest.mark.parametrize("n", [4, 9, 16])
 def test_torch_backend_follows_the_tie_rule_on_integer_weights(device, sense, n):
@@ -235,7 +231,6 @@ def test_torch_backend_follows_the_tie_rule_on_integer_weights(device, sense, n)
         np.testing.assert_array_equal(adjacency, tie_rule_adjacency(symmetric, sense))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("sense", ["min", "max"])
 def test_torch_backend_in_lower_precision_gives_optimal_weight(device, dtype, sense):
@@ -256,7 +251,6 @@ def test_torch_backend_in_lower_precision_gives_optimal_weight(device, dtype, se
     assert (tree_weight(weights, y) - optimum).abs().max() <= tolerance
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_torch_backend_edge_cases(device):
     solver = SpanningTree(backend="torch")
     assert torch.equal(solver(torch.tensor([[7.0]], device=device)).cpu(), torch.zeros(1, 1))
@@ -290,18 +284,7 @@ def test_unknown_backend_raises():
         SpanningTree(backend="triton")
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_an_estimator_through_the_torch_backend_matches_numba(device):
+def test_an_estimator_through_the_torch_backend_matches_numba(device, imle_through_both_backends):
     # I-MLE draws its noise under a fixed seed, and in float64 the backends
     # return the same trees, so forward and gradient agree exactly.
-    results = []
-    for backend in ("numba", "torch"):
-        layer = cg.DifferentiableSolver("spanning_tree", estimator="imle", backend=backend, samples=3)
-        theta = torch.randn(4, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        theta = theta.to(device).requires_grad_()
-        torch.manual_seed(1)
-        y = layer(theta)
-        (y * torch.arange(36.0, dtype=torch.float64, device=device).reshape(6, 6)).sum().backward()
-        results.append((y.detach().cpu(), theta.grad.cpu()))
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    assert results[0][1].abs().sum() > 0
+    imle_through_both_backends("spanning_tree", torch.randn(4, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device))

@@ -113,10 +113,7 @@ def test_bad_inputs(theta, error, match):
 # The numba backend against the torch one and brute force: both take the lower
 # index first among equal scores, so the outputs are identical.
 # CPU always; the CUDA half is skipped without CUDA (benchmarks/device_check.sh runs -k cuda).
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "n, k",

@@ -1,4 +1,4 @@
-"""Tests for combgrad/gradients/losses.py.
+"""Tests for combgrad/gradients/losses/ (fenchel_young, spo_plus, hamming).
 
 With its noise fixed (a generator re-seeded on every call), the Monte Carlo
 Fenchel-Young value is a piecewise-linear function of theta whose kinks are

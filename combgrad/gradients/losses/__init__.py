@@ -1,0 +1,26 @@
+"""Losses for learning through solvers (``cg.losses``), one module each.
+
+This package's one job is the losses that compare a prediction with a target
+through a solver. All three return one value per instance, ``[*batch]``, and are
+differentiable with plain autograd: each is written so that its autograd
+gradient is the loss's known (sub)gradient, with solver outputs held constant.
+
+They share one argument convention: ``theta`` is the prediction (scores or
+costs, the solver's input), ``y_true`` the target solution and ``theta_true``
+the true costs where a loss needs them (SPO+). The old names ``theta_hat`` and
+``c_true`` (SPO+) and ``sigma`` (Fenchel-Young) still work, with a
+DeprecationWarning, for one release.
+
+References:
+    Q. Berthet, M. Blondel, O. Teboul, M. Cuturi, J.-P. Vert, F. Bach. Learning
+    with Differentiable Perturbed Optimizers. NeurIPS 2020.
+
+    A. N. Elmachtoub, P. Grigas. Smart "Predict, then Optimize". Management
+    Science 68(1), 2022.
+"""
+
+from .fenchel_young import fenchel_young
+from .hamming import hamming
+from .spo_plus import spo_plus
+
+__all__ = ["fenchel_young", "hamming", "spo_plus"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from combgrad import cli
+from combgrad.tasks._training.arguments import key_value
 from combgrad.tasks.warcraft import data as wd
 
 
@@ -36,11 +37,11 @@ def test_warcraft_data_parts(tmp_path: Path) -> None:
 
 
 def test_warcraft_option_parsing() -> None:
-    assert cli._key_value("lam=20") == ("lam", 20)
-    assert cli._key_value("noise=gumbel") == ("noise", "gumbel")
-    assert cli._key_value("symmetric=True") == ("symmetric", True)
+    assert key_value("lam=20") == ("lam", 20)
+    assert key_value("noise=gumbel") == ("noise", "gumbel")
+    assert key_value("symmetric=True") == ("symmetric", True)
     with pytest.raises(Exception, match="expected KEY=VALUE"):
-        cli._key_value("lam")
+        key_value("lam")
     args = cli.build_parser().parse_args(["warcraft", "-O", "lam=5", "-O", "samples=2", "--n", "10"])
     assert dict(args.option) == {"lam": 5, "samples": 2} and args.n_train == 10
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .tasks._training.arguments import key_value
+from .tasks._training.arguments import add_estimator_arguments, add_run_arguments
 
 USER_ERRORS = (ValueError, KeyError, OSError)
 """Errors that report a user's mistake (never a bug's traceback worth showing):
@@ -203,7 +203,6 @@ def _add_warcraft(commands: Any) -> None:
         "it trains with DistributedDataParallel, --batch-size being the global batch.",
     )
     warcraft.add_argument("--data", help="root of a data set in the original format (holding KxK/)")
-    warcraft.add_argument("--out", help="output folder (default runs/warcraft/<data>-<size>-<method>-seed<seed>)")
     warcraft.add_argument("--size", type=int, default=defaults.size, choices=SIZES, help="tiles per side")
     warcraft.add_argument("--n-train", "--n", dest="n_train", type=int, default=None,
                           help=f"training maps (synthetic default {SYNTHETIC_COUNTS['train']}; "
@@ -213,32 +212,28 @@ def _add_warcraft(commands: Any) -> None:
     warcraft.add_argument("--n-test", type=int, default=None,
                           help=f"test maps (synthetic default {SYNTHETIC_COUNTS['test']}; with --data, all)")
     warcraft.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the synthetic maps")
-    warcraft.add_argument("--estimator", default=defaults.estimator,
-                          help="gradient estimator: imle, aimle, blackbox, perturbation, ste, ... or 'direct' "
-                          f"(the baseline without solver; default {defaults.estimator})")
     warcraft.add_argument("--loss", default=defaults.loss, choices=LOSSES,
                           help="hamming (through the estimator) or fy (Fenchel-Young, perturbed solver)")
-    warcraft.add_argument("--option", "-O", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                          help="estimator (or Fenchel-Young) option, repeatable: -O lam=20 -O noise=gumbel")
     warcraft.add_argument("--no-normalise", action="store_true",
                           help="feed the raw predicted costs to the solver (default: each map's costs "
                           "divided by their mean)")
     warcraft.add_argument("--model", default=defaults.model, choices=MODELS,
                           help="cost network: small (CPU) or resnet (the papers' ResNet18 stem)")
     warcraft.add_argument("--channels", type=int, default=defaults.channels, help="network width")
-    warcraft.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
-    warcraft.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
-    warcraft.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})")
     warcraft.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES,
                           help=f"learning-rate schedule (default {defaults.schedule}); papers: lr/10 at 60%% "
                           "and 80%% of the epochs (30 and 40 of 50)")
-    warcraft.add_argument("--seed", type=int, default=defaults.seed)
-    warcraft.add_argument("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
     warcraft.add_argument("--log-every", type=int, default=defaults.log_every, metavar="N",
                           help=f"steps between two readings of the running loss (default {defaults.log_every}; "
                           "each waits for the GPU)")
-    warcraft.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    warcraft.add_argument("--quiet", action="store_true", help="no progress bar (one line per epoch instead)")
+    add_run_arguments(
+        warcraft, out_default="runs/warcraft/<data>-<size>-<method>-seed<seed>", epochs=defaults.epochs,
+        batch_size=defaults.batch_size, lr=defaults.lr, seed=defaults.seed, device=defaults.device,
+    )
+    add_estimator_arguments(
+        warcraft, default=defaults.estimator, choices_help=" or 'direct' (the baseline without solver)",
+        option_help="estimator (or, with --loss fy, Fenchel-Young) option",
+    )
     warcraft.set_defaults(run=_warcraft)
 
 

@@ -62,7 +62,9 @@ def add_run_arguments(
     parser.add_argument("--quiet", action="store_true", help="no progress bar (one line per epoch instead)")
 
 
-def add_estimator_arguments(parser: argparse.ArgumentParser, *, default: str, choices_help: str = "") -> None:
+def add_estimator_arguments(
+    parser: argparse.ArgumentParser, *, default: str, choices_help: str = "", option_help: str = "estimator option"
+) -> None:
     """Add ``--estimator NAME`` and the repeatable ``--option/-O KEY=VALUE`` (into ``args.option``, a list of pairs).
 
     Args:
@@ -70,6 +72,7 @@ def add_estimator_arguments(parser: argparse.ArgumentParser, *, default: str, ch
         default: Default estimator name.
         choices_help: What else ``--estimator`` accepts besides the registered
             estimators (e.g. a task's baselines), for ``--help``.
+        option_help: What a ``-O`` option configures, for ``--help``.
     """
     parser.add_argument(
         "--estimator",
@@ -78,5 +81,5 @@ def add_estimator_arguments(parser: argparse.ArgumentParser, *, default: str, ch
     )
     parser.add_argument(
         "--option", "-O", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-        help="estimator option, repeatable: -O lam=20 -O noise=gumbel",
+        help=f"{option_help}, repeatable: -O lam=20 -O noise=gumbel",
     )

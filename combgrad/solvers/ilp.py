@@ -6,9 +6,7 @@ OR-Tools is imported on the first construction of an :class:`ILP`, not by
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
@@ -17,10 +15,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .. import pool
-from .._checks import check_number, check_positive_int, check_sense, scaled_integers
+from .._checks import check_number, check_sense, scaled_integers
 from ..errors import SolverError
-from .base import BatchSolver, Sense
+from ._pooled import (
+    PooledSolver,
+    cached_model,
+    check_time_limit,
+    complete_pairs,
+    constraint_pairs,
+    integer_objective,
+    pairs_size,
+)
+from .base import Sense
 from .registry import register
 
 if TYPE_CHECKING:
@@ -88,55 +94,29 @@ def _build_model(problem: _Problem) -> cp_model_types.CpModel:
     return model
 
 
-# One model and solver per problem, per thread (a model is mutated per instance).
-# Worker processes keep theirs across chunks and calls, so each builds a problem's
-# model once, not once per instance.
-_cache = threading.local()
-_CACHE_SIZE = 8
-
-
 def _model_for(problem: _Problem) -> tuple[cp_model_types.CpModel, cp_model_types.CpSolver]:
-    models: OrderedDict[str, Any] = getattr(_cache, "models", None) or OrderedDict()
-    _cache.models = models
-    entry = models.get(problem.key)
-    if entry is None:
-        solver = _cp_model().CpSolver()
-        # One search worker per instance: the batch is the parallel dimension, and
-        # CP-SAT's single-worker search is deterministic.
-        solver.parameters.num_workers = 1
-        # CP-SAT's own SIGINT handler would end the search early on Ctrl-C and
-        # report a non-optimal status, i.e. turn the interrupt into a SolverError;
-        # without it Python raises KeyboardInterrupt when the search returns.
-        solver.parameters.catch_sigint_signal = False
-        if problem.time_limit is not None:
-            solver.parameters.max_time_in_seconds = problem.time_limit
-        entry = (_build_model(problem), solver)
-        models[problem.key] = entry
-        if len(models) > _CACHE_SIZE:
-            models.popitem(last=False)
-    else:
-        models.move_to_end(problem.key)
-    return entry
+    """This thread's model and solver of ``problem`` (built once, see :func:`cached_model`)."""
+    return cached_model(problem.key, partial(_build_model_and_solver, problem))
 
 
-def _objective(problem: _Problem, theta: np.ndarray) -> np.ndarray:
-    """Integer objective coefficients for one instance ``theta [n]``."""
-    if problem.objective_scale is None:
-        largest = float(np.abs(theta).max(initial=0.0))
-        if largest == 0:
-            return np.zeros(theta.shape, np.int64)
-        # Normalise first: resolution / largest overflows to inf for |theta|
-        # below about 6e-300, while theta / largest is always in [-1, 1].
-        return np.rint(theta / largest * problem.resolution).astype(np.int64)
-    # A fixed scale may round every coefficient to 0: an all-zero objective is
-    # a valid problem (any feasible point is optimal).
-    return np.rint(theta * problem.objective_scale).astype(np.int64)
+def _build_model_and_solver(problem: _Problem) -> tuple[cp_model_types.CpModel, cp_model_types.CpSolver]:
+    solver = _cp_model().CpSolver()
+    # One search worker per instance: the batch is the parallel dimension, and
+    # CP-SAT's single-worker search is deterministic.
+    solver.parameters.num_workers = 1
+    # CP-SAT's own SIGINT handler would end the search early on Ctrl-C and
+    # report a non-optimal status, i.e. turn the interrupt into a SolverError;
+    # without it Python raises KeyboardInterrupt when the search returns.
+    solver.parameters.catch_sigint_signal = False
+    if problem.time_limit is not None:
+        solver.parameters.max_time_in_seconds = problem.time_limit
+    return _build_model(problem), solver
 
 
 def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
     """Solve one instance ``theta [n]`` exactly; module level so workers can run it."""
     model, solver = _model_for(problem)
-    coefficients = _objective(problem, theta)
+    coefficients = integer_objective(theta, problem.objective_scale, problem.resolution)
     if problem.sense == "max":
         coefficients = -coefficients
     objective = model.proto.objective
@@ -164,22 +144,7 @@ def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
     )
 
 
-def _as_array(argument: str, value: object, ndim: int) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"ilp: {argument} must be a numeric array, got {type(value).__name__}") from error
-    if array.ndim != ndim:
-        shape = "[m, n]" if ndim == 2 else "[m]" if argument.startswith("b") else "[n] or a scalar"
-        raise ValueError(f"ilp: {argument} must have {ndim} dims {shape}, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"ilp: {argument} must be finite, got NaN or inf values")
-    return array
-
-
-class ILP(BatchSolver):
+class ILP(PooledSolver):
     """Integer linear program per instance, solved exactly by OR-Tools CP-SAT.
 
     For each instance ``theta [n]`` of ``theta [*, n]`` it returns an optimal
@@ -293,51 +258,26 @@ class ILP(BatchSolver):
         executor: Any = None,
     ) -> None:
         self.sense = check_sense("ilp", sense)
-        self.workers = check_positive_int("ilp", "workers", workers, minimum=0)
-        # A wrong executor (or one given with workers) fails here, not at the first call.
-        pool.check_executor("ilp", self.workers, executor)
-        self.executor = executor
-        if time_limit is not None:
-            time_limit = check_number("ilp", "time_limit", time_limit, positive=True)
-        self.timeout = None if timeout is None else check_number("ilp", "timeout", timeout, positive=True)
+        self.set_pool(workers, executor, timeout)
+        time_limit = check_time_limit("ilp", time_limit)
         if objective_scale is not None:
             objective_scale = check_number("ilp", "objective_scale", objective_scale, positive=True)
         constraint_scale = check_number("ilp", "constraint_scale", constraint_scale, positive=True)
 
-        pairs: dict[str, Any] = {}
-        for matrix_name, vector_name, matrix, vector in (
-            ("A", "b", A, b),
-            ("A_eq", "b_eq", A_eq, b_eq),
-        ):
-            if (matrix is None) != (vector is None):
-                given, missing = (matrix_name, vector_name) if vector is None else (vector_name, matrix_name)
-                raise ValueError(f"ilp: {given} was given without {missing}; pass both or neither")
-            if matrix is None:
-                pairs[matrix_name] = None
-                continue
-            matrix_array = _as_array(matrix_name, matrix, 2)
-            vector_array = _as_array(vector_name, vector, 1)
-            if vector_array.shape[0] != matrix_array.shape[0]:
-                raise ValueError(
-                    f"ilp: {vector_name} must have one entry per row of {matrix_name} "
-                    f"({matrix_array.shape[0]}), got shape {vector_array.shape}"
-                )
-            pairs[matrix_name] = (
-                scaled_integers("ilp", matrix_name, matrix_array, constraint_scale, "constraint_scale", reason=_INTEGER_REASON),
-                scaled_integers("ilp", vector_name, vector_array, constraint_scale, "constraint_scale", reason=_INTEGER_REASON),
+        pairs: dict[str, Any] = {
+            matrix_name: None
+            if pair is None
+            else tuple(
+                scaled_integers("ilp", name, array, constraint_scale, "constraint_scale", reason=_INTEGER_REASON)
+                for name, array in zip((matrix_name, "b" + matrix_name[1:]), pair)
             )
+            for matrix_name, pair in constraint_pairs("ilp", A, b, A_eq, b_eq).items()
+        }
 
         lower_array = self._bound("lower", lower)
         upper_array = self._bound("upper", upper)
         n = self._size(pairs, lower_array, upper_array)
-        for matrix_name, pair in pairs.items():
-            if pair is None:
-                pairs[matrix_name] = (np.zeros((0, n), np.int64), np.zeros(0, np.int64))
-            elif pair[0].shape[1] != n:
-                raise ValueError(
-                    f"ilp: {matrix_name} must have n={n} columns (the number of variables), "
-                    f"got shape {pair[0].shape}"
-                )
+        pairs = complete_pairs("ilp", pairs, n, np.int64)
         lower_array = np.broadcast_to(lower_array, (n,)).copy()
         upper_array = np.broadcast_to(upper_array, (n,)).copy()
         if (lower_array > upper_array).any():
@@ -394,9 +334,9 @@ class ILP(BatchSolver):
 
     @staticmethod
     def _size(pairs: dict[str, Any], lower: np.ndarray, upper: np.ndarray) -> int:
-        for matrix_name in ("A", "A_eq"):
-            if pairs[matrix_name] is not None:
-                return int(pairs[matrix_name][0].shape[1])
+        size = pairs_size(pairs)
+        if size is not None:
+            return size
         sizes = {array.shape[0] for array in (lower, upper) if array.ndim == 1}
         if not sizes:
             raise ValueError(
@@ -437,22 +377,13 @@ class ILP(BatchSolver):
                 )
 
     def solve_batch(self, theta: np.ndarray) -> np.ndarray:
-        outputs = pool.map_instances(
-            partial(_solve_instance, self._problem),
-            theta,
-            workers=self.workers,
-            owner="ilp",
-            timeout=self.timeout,
-            executor=self.executor,
-        )
-        return np.stack(outputs)
+        return np.stack(self.map_instances(partial(_solve_instance, self._problem), theta))
 
     def __repr__(self) -> str:
         return (
             f"ILP(n={self.n}, inequalities={self._problem.A.shape[0]}, "
-            f"equalities={self._problem.A_eq.shape[0]}, sense={self.sense!r}, workers={self.workers}, "
-            f"executor={type(self.executor).__name__ if self.executor is not None else None}, "
-            f"time_limit={self._problem.time_limit}, timeout={self.timeout})"
+            f"equalities={self._problem.A_eq.shape[0]}, sense={self.sense!r}, {self.pool_repr()}, "
+            f"time_limit={self._problem.time_limit})"
         )
 
 

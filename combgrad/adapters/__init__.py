@@ -2,5 +2,6 @@
 
 from .differentiable import DifferentiableSolver, differentiable
 from .from_function import from_function
+from .solution_pool import SolutionPool
 
-__all__ = ["DifferentiableSolver", "differentiable", "from_function"]
+__all__ = ["DifferentiableSolver", "differentiable", "from_function", "SolutionPool"]

@@ -9,6 +9,11 @@ In score space, with noise draws ``eps_i`` (``i = 1..S``), input noise scale
   ``g = mean_i [y*(s + tau eps_i) - y*(s' + tau_t eps_i)]``, divided by ``lam``
   with ``divide_by_lam=True``. The draws ``eps_i`` are the forward's own, and the
   forward's solutions are reused, so backward makes one batched solver call.
+- with ``symmetric=True``, backward takes the central difference
+  ``g = mean_i [y*(s + lam dy + tau_t eps_i) - y*(s - lam dy + tau_t eps_i)] / 2``
+  (both sides in one solver call, divided by ``lam`` with ``divide_by_lam=True``):
+  PyEPO's ``implicitMLE(two_sides=True)``, which is this with
+  ``divide_by_lam=True`` (the same name and formula as AIMLE's ``symmetric``).
 
 With ``noise="none"`` and ``divide_by_lam=True`` this is the blackbox estimator.
 The perturb-and-solve mechanics are shared with AIMLE in :mod:`.perturb_and_map`.
@@ -27,9 +32,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..solvers.base import Solver
-from .base import Estimator, blame_gradient, number, option
+from .base import Estimator, blame_gradient, boolean, number, option
 from .perturb_and_map import (
     PerturbAndMAPOptions,
+    central_difference,
     combine_samples,
     perturb_and_solve,
     sample_output,
@@ -45,6 +51,7 @@ class IMLEOptions(PerturbAndMAPOptions):
     owner = "imle"
 
     lam: float = option(10.0, number(positive=True))
+    symmetric: bool = option(False, boolean)
 
 
 class IMLEFunction(torch.autograd.Function):
@@ -72,10 +79,17 @@ class IMLEFunction(torch.autograd.Function):
         scores, draws, solutions = ctx.saved_tensors
         options = ctx.options
         # The targets' finiteness check is this pass's one host read; it blames a non-finite dy.
-        per_sample = target_difference(
-            ctx.solver, scores, dy, draws, solutions, lam=options.lam, target_noise_scale=options.target_scale,
-            owner="imle", blame=blame_gradient("imle", dy),
-        )
+        blame = blame_gradient("imle", dy)
+        if options.symmetric:
+            per_sample = central_difference(
+                ctx.solver, scores, dy, draws, lam=options.lam, target_noise_scale=options.target_scale,
+                owner="imle", blame=blame,
+            )
+        else:
+            per_sample = target_difference(
+                ctx.solver, scores, dy, draws, solutions, lam=options.lam, target_noise_scale=options.target_scale,
+                owner="imle", blame=blame,
+            )
         grad = combine_samples(per_sample, options.reduce)
         if options.divide_by_lam:
             grad = grad / options.lam
@@ -90,7 +104,10 @@ class IMLE(Estimator):
     ``mean_i [y*(s + noise_scale eps_i) - y*(s - lam dy + target_noise_scale eps_i)]``
     in score space (times -1 for a "min" solver), divided by ``lam`` if
     ``divide_by_lam``. Backward reuses the forward's draws and solutions and
-    calls the solver once, on all samples together.
+    calls the solver once, on all samples together. With ``symmetric=True``
+    backward is the central difference
+    ``mean_i [y*(s + lam dy + target_noise_scale eps_i) - y*(s - lam dy + target_noise_scale eps_i)] / 2``
+    (both sides in one solver call; PyEPO's ``two_sides=True`` with ``divide_by_lam=True``).
 
     With ``samples > 1`` and ``reduce=True`` the layer outputs the mean ``ybar``
     of the samples, so a loss ``L`` is differentiated at ``L(ybar)``, not as
@@ -121,6 +138,9 @@ class IMLE(Estimator):
         divide_by_lam: Divide the gradient by ``lam`` (default False, as in the
             paper; old name ``scale``).
         lam: Target step ``> 0`` (default 10).
+        symmetric: Use the central difference around ``s`` instead of the
+            one-sided target (default False; PyEPO's ``two_sides``, AIMLE's
+            ``symmetric``).
         temperature: Deprecated name of ``noise_scale`` (warns).
         target_temperature: Deprecated name of ``target_noise_scale`` (warns).
         scale: Deprecated name of ``divide_by_lam`` (warns).
@@ -137,6 +157,11 @@ class IMLE(Estimator):
         >>> y.backward(torch.tensor([-1.0, 1.0, 0.0]))  # the loss prefers index 0 to index 1
         >>> y.detach(), theta.grad
         (tensor([0., 1., 0.]), tensor([-1.,  1.,  0.]))
+        >>> theta.grad = None
+        >>> y = cg.gradients.get("imle", noise="none", lam=1.0, symmetric=True)(theta, cg.solvers.get("argmax"))
+        >>> y.backward(torch.tensor([-1.0, 1.0, 0.0]))  # [y*(s + dy) - y*(s - dy)] / 2, s - dy picks index 0
+        >>> theta.grad
+        tensor([-0.5000,  0.5000,  0.0000])
 
     References:
         M. Niepert, P. Minervini, L. Franceschi. Implicit MLE: Backpropagating

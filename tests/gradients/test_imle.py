@@ -6,6 +6,8 @@ apply; its backward is checked exactly against the defining formula
 called directly (``y*(s) = solver(s)`` for "max", ``solver(-s)`` for "min").
 """
 
+import math
+
 import pytest
 import torch
 
@@ -251,3 +253,122 @@ def test_nonfinite_incoming_gradient_names_the_estimator_not_the_solver():
     dy[1, 2, 3] = float("inf")
     with pytest.raises(ValueError, match="imle: the gradient flowing back into the layer's output is NaN or inf; check the loss"):
         gradient(cg.gradients.get("imle"), solver, theta, dy)
+
+
+# --- symmetric=True: the central difference (PyEPO's implicitMLE(two_sides=True)) ---
+
+
+def test_symmetric_is_the_central_difference_by_hand_on_a_tiny_topk():
+    """top-2 of s = [3, 2, 1, 0], dy = [1, 0, -1, 0], lam = 1.5, no noise:
+    s + lam dy = [4.5, 2, -0.5, 0] -> {0, 1};  s - lam dy = [1.5, 2, 2.5, 0] -> {1, 2};
+    g = ([1, 1, 0, 0] - [0, 1, 1, 0]) / 2 = [0.5, 0, -0.5, 0], divided by lam: [1/3, 0, -1/3, 0]."""
+    theta = torch.tensor([3.0, 2.0, 1.0, 0.0], requires_grad=True)
+    dy = torch.tensor([1.0, 0.0, -1.0, 0.0])
+    solver = cg.solvers.get("topk", k=2)
+    for divide_by_lam, expected in [(False, [0.5, 0.0, -0.5, 0.0]), (True, [1 / 3, 0.0, -1 / 3, 0.0])]:
+        estimator = cg.gradients.get("imle", noise="none", lam=1.5, symmetric=True, divide_by_lam=divide_by_lam)
+        y, grad = gradient(estimator, solver, theta.detach(), dy)
+        assert torch.equal(y, torch.tensor([1.0, 1.0, 0.0, 0.0]))
+        assert torch.allclose(grad, torch.tensor(expected))
+    # The one-sided target on the same problem differs: y*(s) - y*(s - lam dy) = [1, 0, -1, 0].
+    _, one_sided = gradient(cg.gradients.get("imle", noise="none", lam=1.5), solver, theta.detach(), dy)
+    assert torch.equal(one_sided, torch.tensor([1.0, 0.0, -1.0, 0.0]))
+
+
+@pytest.mark.parametrize("solver_name", ["topk", "shortest_path"])
+@pytest.mark.parametrize("reduce", [True, False])
+def test_symmetric_with_noise_is_the_formula_with_the_forward_draws(solver_name, reduce, counting):
+    solver, theta, dy = random_problem(solver_name, 7)
+    samples, tau, tau_t, lam = 4, 0.8, 0.5, 2.0
+    if not reduce:
+        dy = torch.randn(samples, *theta.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    counted = counting(solver)
+    estimator = cg.gradients.get(
+        "imle", noise="normal", samples=samples, noise_scale=tau, target_noise_scale=tau_t, lam=lam,
+        symmetric=True, divide_by_lam=True, reduce=reduce,
+    )
+    y, grad = gradient(estimator, counted, theta, dy, generator=torch.Generator().manual_seed(9))
+    eps = noise.normal((samples, *theta.shape), dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    sign = 1 if solver.sense == "max" else -1
+    s = sign * theta
+    step = lam * (dy if not reduce else dy.unsqueeze(0))
+    sides = score_solution(solver, s + step + tau_t * eps) - score_solution(solver, s - step + tau_t * eps)
+    per_sample = sides / (2 * lam)
+    expected = sign * (per_sample.mean(0) if reduce else per_sample.sum(0))
+    assert torch.allclose(grad, expected, atol=1e-12) and grad.abs().sum() > 0
+    # One batched call each way: forward's samples, then both sides of every sample together.
+    event = theta.shape[1:]
+    assert counted.calls == [(samples * theta.shape[0], *event), (2 * samples * theta.shape[0], *event)]
+
+
+def test_symmetric_matches_pyepo_implicit_mle_two_sides():
+    """PyEPO's implicitMLE(two_sides=True) on its 5x5 shortestPathModel (Gurobi), with the same noise.
+
+    PyEPO draws its own noise from its ``distribution`` object, so the test gives it one that
+    returns a fixed tensor ``noise [b, S, d]``; combgrad's draws are patched to the same values in
+    score space: PyEPO perturbs costs ``c + sigma * noise``, combgrad scores ``s + sigma * eps`` with
+    ``s = -c``, so ``eps = -noise``. The solver here is an exact DP over PyEPO's arcs (they point
+    right and down, so node order is a topological order), independent of Gurobi.
+    """
+    pytest.importorskip("pyepo")
+    pytest.importorskip("gurobipy")
+    from pyepo.func import implicitMLE
+    from pyepo.model.grb import shortestPathModel
+
+    optmodel = shortestPathModel(grid=(5, 5))
+    arcs = list(optmodel.arcs)
+
+    class GridDP:
+        name, sense, event_ndim = "grid_dp", "min", 1
+
+        def __call__(self, costs):
+            out = torch.zeros_like(costs)
+            for row, c in enumerate(costs.tolist()):
+                best, parent = [0.0] + [math.inf] * 24, [None] * 25
+                for node in range(25):
+                    for arc, (tail, head) in enumerate(arcs):
+                        if tail == node and best[node] + c[arc] < best[head]:
+                            best[head], parent[head] = best[node] + c[arc], arc
+                node = 24
+                while node != 0:
+                    out[row, parent[node]] = 1.0
+                    node = arcs[parent[node]][0]
+            return out
+
+    batch, samples, sigma, lam = 3, 4, 1.0, 2.0
+    generator = torch.Generator().manual_seed(0)
+    costs = torch.rand(batch, 40, generator=generator, dtype=torch.float64) * 2 + 0.1
+    dy = torch.randn(batch, 40, generator=generator, dtype=torch.float64)
+    fixed = torch.randn(batch, samples, 40, generator=generator, dtype=torch.float64)
+
+    class FixedNoise:
+        def sample(self, size, device=None, dtype=None):
+            assert tuple(size) == tuple(fixed.shape)
+            return fixed.to(dtype=dtype)
+
+    pyepo_layer = implicitMLE(optmodel, n_samples=samples, sigma=sigma, lambd=lam, distribution=FixedNoise(), two_sides=True)
+    reference_costs = costs.clone().requires_grad_()
+    reference_y = pyepo_layer(reference_costs)
+    (reference_grad,) = torch.autograd.grad(reference_y, reference_costs, dy)
+
+    import combgrad.gradients.perturb_and_map as perturb_and_map
+
+    patched = pytest.MonkeyPatch()
+    patched.setattr(perturb_and_map, "draw_noise", lambda *args, **kwargs: -fixed.transpose(0, 1))
+    try:
+        estimator = cg.gradients.get(
+            "imle", samples=samples, noise="normal", noise_scale=sigma, lam=lam, symmetric=True, divide_by_lam=True
+        )
+        y, grad = gradient(estimator, GridDP(), costs, dy)
+    finally:
+        patched.undo()
+    assert torch.allclose(y, reference_y.detach().to(torch.float64), atol=1e-6)
+    # PyEPO divides by 2 lam + 1e-? (its _EPS); the rest is the same central difference.
+    assert torch.allclose(grad, reference_grad.to(torch.float64), rtol=1e-5, atol=1e-7)
+    assert grad.abs().sum() > 0
+
+
+def test_symmetric_option_is_checked():
+    with pytest.raises(ValueError, match="imle: symmetric must be True or False, got 'yes'"):
+        cg.gradients.get("imle", symmetric="yes")
+    assert cg.gradients.get("imle").options.symmetric is False

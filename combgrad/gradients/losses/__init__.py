@@ -19,8 +19,12 @@ References:
     Science 68(1), 2022.
 """
 
+from .cmap import cmap
 from .fenchel_young import fenchel_young
 from .hamming import hamming
+from .ltr import ltr
+from .nce import nce
+from .pg import pg
 from .spo_plus import spo_plus
 
-__all__ = ["fenchel_young", "hamming", "spo_plus"]
+__all__ = ["cmap", "fenchel_young", "hamming", "ltr", "nce", "pg", "spo_plus"]

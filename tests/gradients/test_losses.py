@@ -191,13 +191,13 @@ def test_fenchel_young_unknown_options_name_the_option_and_list_the_accepted_one
     with pytest.raises(OptionError, match=(
         # topk's own options (k, and backend where it has backends) come from its signature.
         "fenchel_young: solver 'topk': unknown option 'lam'; accepted options: k[a-z, ]*; "
-        "fenchel_young's own options: generator, noise, noise_scale, samples, solver"
+        "fenchel_young's own options: generator, multiplicative, noise, noise_scale, samples, solver"
     )):
         cg.losses.fenchel_young(theta, y_true, solver="topk", k=1, lam=10.0)
     with pytest.raises(TypeError, match="unknown option 'kk'"):  # OptionError is a TypeError
         cg.losses.fenchel_young(theta, y_true, solver="topk", kk=1)
     with pytest.raises(OptionError, match=(
-        "fenchel_young: unknown option 'k'; fenchel_young takes generator, noise, noise_scale, samples, "
+        "fenchel_young: unknown option 'k'; fenchel_young takes generator, multiplicative, noise, noise_scale, samples, "
         "solver, and solver options only with a registry name"
     )):
         cg.losses.fenchel_young(theta, y_true, solver=cg.solvers.get("argmax"), k=1)
@@ -439,3 +439,132 @@ def test_hamming_gradcheck_and_errors():
         cg.losses.hamming(y, torch.full((3, 4), math.nan))
     with pytest.raises(ValueError, match="hamming: y must hold values .*meta tensor"):
         cg.losses.hamming(y.detach().to("meta"), y_true)
+
+
+# --- fenchel_young(multiplicative=True): theta * exp(sigma Z - sigma^2/2) (Dalle et al. 2022) ---
+
+
+def phi(x):
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def test_multiplicative_fenchel_young_matches_its_closed_form_on_a_two_way_argmax():
+    """Two-way argmax, s > 0: with e_j = exp(sigma Z_j - sigma^2/2), tilting Z_0 by e_0 shifts its
+    mean by sigma, so E[e_0 1{s_0 e_0 > s_1 e_1}] = Phi((sigma - c) / sqrt 2) with
+    c = log(s_1 / s_0) / sigma, and E[e_1 1{...}] = Phi((sigma + c) / sqrt 2). The gradient is that
+    vector minus y_true, and F(s) = <s, grad F(s)> (F is positively homogeneous)."""
+    sigma, samples = 0.8, 200_000
+    theta = torch.tensor([1.5, 1.0], dtype=torch.float64, requires_grad=True)
+    y_true = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    loss = cg.losses.fenchel_young(
+        theta, y_true, solver="argmax", multiplicative=True, noise_scale=sigma, samples=samples,
+        generator=torch.Generator().manual_seed(0),
+    )
+    (grad,) = torch.autograd.grad(loss, theta)
+    c = math.log(theta[1].item() / theta[0].item()) / sigma
+    expected_f = torch.tensor([phi((sigma - c) / math.sqrt(2)), phi((sigma + c) / math.sqrt(2))], dtype=torch.float64)
+    expected_value = (theta.detach() * expected_f).sum() - theta.detach() @ y_true
+    # Per-sample terms from the same draws give the standard errors (5 SE: a 1-in-1.7-million miss).
+    z = draw_noise("normal", samples, theta.detach(), generator=torch.Generator().manual_seed(0))
+    e = torch.exp(sigma * z - sigma**2 / 2)
+    y = torch.nn.functional.one_hot((theta.detach() * e).argmax(-1), 2).to(torch.float64)
+    gradient_terms = e * y
+    value_terms = (theta.detach() * e * (y - y_true)).sum(-1)
+    assert torch.allclose(grad, gradient_terms.mean(0) - y_true, atol=1e-12)  # InferOpt's mean e_i y_i - y_true
+    assert bool(((grad - (expected_f - y_true)).abs() <= 5 * gradient_terms.std(0) / math.sqrt(samples)).all())
+    assert abs(loss.item() - expected_value.item()) <= 5 * value_terms.std().item() / math.sqrt(samples)
+    assert expected_value > 0.3
+
+
+def test_multiplicative_fenchel_young_matches_pyepo_perturbed_fenchel_young_mul():
+    """PyEPO's perturbedFenchelYoungMul (a "min" model, its 5x5 shortestPathModel) with the same noise.
+
+    PyEPO draws torch.randn((b, S, d)) from a generator seeded with its ``seed``; combgrad's draws
+    are patched to those values ([S, b, d]). Multiplication commutes with the score sign, so
+    ``Z`` is the same in both (no negation). The gradient is identical; the values differ by the
+    known ``<theta, y_true (mean_i e_i - 1)>``: combgrad's terms ``<s e_i, y_i - y_true>`` are each
+    >= 0, PyEPO's ``F - <theta, y_true>`` has the same expectation (E e = 1)."""
+    pytest.importorskip("pyepo")
+    pytest.importorskip("gurobipy")
+    from pyepo.func import perturbedFenchelYoungMul
+    from pyepo.model.grb import shortestPathModel
+
+    import sys
+
+    # The package exports the function under the module's name, so take the module itself.
+    fenchel_young_module = sys.modules["combgrad.gradients.losses.fenchel_young"]
+
+    optmodel = shortestPathModel(grid=(5, 5))
+    arcs = list(optmodel.arcs)
+    graph_solver = _pyepo_grid_solver(arcs)
+    batch, samples, sigma, seed = 3, 5, 0.7, 135
+    generator = torch.Generator().manual_seed(1)
+    costs = torch.rand(batch, 40, generator=generator, dtype=torch.float64) * 2 + 0.1
+    true_paths = graph_solver(costs.flip(0))  # feasible targets that differ from the predictions' paths
+    noise = torch.randn((batch, samples, 40), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    reference = perturbedFenchelYoungMul(optmodel, n_samples=samples, sigma=sigma, seed=seed, reduction="none")
+    reference_costs = costs.clone().requires_grad_()
+    reference_loss = reference(reference_costs, true_paths)
+    (reference_grad,) = torch.autograd.grad(reference_loss.sum(), reference_costs)
+
+    patched = pytest.MonkeyPatch()
+    patched.setattr(fenchel_young_module, "draw_noise", lambda *args, **kwargs: noise.transpose(0, 1))
+    try:
+        ours = costs.clone().requires_grad_()
+        loss = cg.losses.fenchel_young(ours, true_paths, solver=graph_solver, multiplicative=True,
+                                       noise_scale=sigma, samples=samples)
+        (grad,) = torch.autograd.grad(loss.sum(), ours)
+    finally:
+        patched.undo()
+    assert torch.allclose(grad, reference_grad.to(torch.float64), atol=1e-6)
+    e = torch.exp(sigma * noise - sigma**2 / 2)  # [b, S, d]
+    shift = (costs * true_paths * (e.mean(1) - 1)).sum(-1)
+    assert torch.allclose(loss, reference_loss.detach().to(torch.float64) + shift, atol=1e-5)
+    assert bool((loss >= 0).all()) and grad.abs().sum() > 0
+
+
+def _pyepo_grid_solver(arcs):
+    """Exact min-cost path from node 0 to 24 over PyEPO's 5x5 grid arcs (right and down: node order
+    is topological), as a combgrad solver object; independent of PyEPO's Gurobi model."""
+
+    class GridDP:
+        name, sense, event_ndim = "grid_dp", "min", 1
+
+        def __call__(self, costs):
+            out = torch.zeros_like(costs)
+            for row, c in enumerate(costs.tolist()):
+                best, parent = [0.0] + [math.inf] * 24, [None] * 25
+                for node in range(25):
+                    for arc, (tail, head) in enumerate(arcs):
+                        if tail == node and best[node] + c[arc] < best[head]:
+                            best[head], parent[head] = best[node] + c[arc], arc
+                node = 24
+                while node != 0:
+                    out[row, parent[node]] = 1.0
+                    node = arcs[parent[node]][0]
+            return out
+
+    return GridDP()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multiplicative_fenchel_young_is_non_negative_and_zero_when_confident(seed):
+    generator = torch.Generator().manual_seed(seed)
+    theta = torch.rand(4, 6, generator=generator, dtype=torch.float64) + 0.05
+    y_true = cg.solvers.get("topk", k=2)(torch.randn(4, 6, generator=generator, dtype=torch.float64))
+    loss = cg.losses.fenchel_young(theta, y_true, solver="topk", k=2, multiplicative=True, samples=3, generator=generator)
+    assert loss.shape == (4,) and bool((loss >= 0).all()) and loss.sum() > 0
+    confident = torch.where(y_true > 0, 1e4, 1.0).to(torch.float64)
+    value = cg.losses.fenchel_young(confident, y_true, solver="topk", k=2, multiplicative=True, noise_scale=0.3)
+    assert torch.equal(value, torch.zeros(4, dtype=torch.float64))
+
+
+def test_multiplicative_fenchel_young_bad_inputs():
+    y_true = torch.tensor([[0.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="fenchel_young: theta must be > 0 everywhere with multiplicative=True"):
+        cg.losses.fenchel_young(torch.tensor([[1.0, -1.0, 2.0]]), y_true, solver="argmax", multiplicative=True)
+    with pytest.raises(ValueError, match="fenchel_young: multiplicative=True needs noise='normal'"):
+        cg.losses.fenchel_young(torch.ones(1, 3), y_true, solver="argmax", multiplicative=True, noise="gumbel")
+    with pytest.raises(ValueError, match="fenchel_young: multiplicative must be True or False, got 'yes'"):
+        cg.losses.fenchel_young(torch.ones(1, 3), y_true, solver="argmax", multiplicative="yes")

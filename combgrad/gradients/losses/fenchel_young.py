@@ -6,11 +6,21 @@ from typing import Any
 
 import torch
 
-from ..._checks import check_number, check_positive_int, rename_deprecated
-from ..base import blame_theta, check_noise_options, check_theta_structure, draw_noise, event_sum, score_sign, solve_perturbed
+from ..._checks import check_bool, check_number, check_positive_int, rename_deprecated
+from ..base import (
+    blame_theta,
+    check_noise_options,
+    check_theta_structure,
+    draw_noise,
+    event_sum,
+    score_sign,
+    solve_perturbed,
+    solve_scores,
+)
+from ..perturbation import check_positive_theta, multiplicative_factor
 from ._common import check_target, resolve
 
-_FENCHEL_YOUNG_OPTIONS = ("generator", "noise", "noise_scale", "samples", "solver")
+_FENCHEL_YOUNG_OPTIONS = ("generator", "multiplicative", "noise", "noise_scale", "samples", "solver")
 
 
 # The default of ``noise_scale``, compared by identity to tell "not passed" from an
@@ -27,6 +37,7 @@ def fenchel_young(
     noise: str = "normal",
     samples: int = 10,
     generator: torch.Generator | None = None,
+    multiplicative: bool = False,
     **solver_options: Any,
 ) -> torch.Tensor:
     """Perturbed Fenchel-Young loss ``F(s) + Omega(y_true) - <s, y_true>`` per instance, by Monte Carlo.
@@ -57,6 +68,21 @@ def fenchel_young(
     paths, knapsack, ilp), lowers every perturbed cost by ``0.5772 sigma`` on
     average, which favours larger solutions (see :mod:`combgrad.gradients.noise`).
 
+    With ``multiplicative=True`` (Dalle et al. 2022; InferOpt's
+    ``FenchelYoungLoss`` of a ``PerturbedMultiplicative``, PyEPO's
+    ``perturbedFenchelYoungMul``) the perturbation is ``s * e`` with
+    ``e = exp(sigma Z - sigma^2 / 2)``, ``Z`` standard normal, so positive costs
+    stay positive (``theta > 0`` is required, ``noise="normal"``). Then
+    ``F(s) = E max_y <s * e, y>`` is convex and positively homogeneous, so
+    ``Omega`` is the indicator of a convex set, which holds every feasible
+    ``y_true`` (``E[y_true * e] = y_true`` since ``E e = 1``): ``Omega(y_true) = 0``
+    and ``L(s; y_true) = F(s) - <s, y_true>``, estimated by
+    ``mean_i <s * e_i, y_i - y_true>`` (each term ``>= 0``, 0 when every sample
+    equals ``y_true``; the same expectation as ``F - <s, y_true>``, again by
+    ``E e = 1``). The gradient is InferOpt's and PyEPO's,
+    ``mean_i e_i * y_i - y_true`` (Danskin's theorem: ``d<s * e, y>/ds = e * y``),
+    in score space.
+
     Args:
         theta: Scores or costs ``[*, *event]``.
         y_true: Target solutions, same shape, finite.
@@ -65,6 +91,8 @@ def fenchel_young(
         noise: ``"normal"`` (default) or ``"gumbel"``.
         samples: Number of draws ``>= 1``; all solved in one batched call.
         generator: Optional ``torch.Generator`` for the draws.
+        multiplicative: Perturb multiplicatively, ``theta * exp(sigma Z -
+            sigma^2 / 2)`` (default False); needs ``theta > 0`` and ``noise="normal"``.
 
     Returns:
         ``[*]``, one loss per instance.
@@ -89,10 +117,18 @@ def fenchel_young(
         >>> confident = torch.tensor([[0.0, 0.0, 50.0]])
         >>> cg.losses.fenchel_young(confident, y_true, solver="topk", k=1, noise="gumbel")
         tensor([0.])
+        >>> costs = torch.tensor([[2.0, 1.0, 3.0]])  # a "min" solver: cheapest entry, costs kept > 0
+        >>> loss = cg.losses.fenchel_young(costs, torch.tensor([[0.0, 1.0, 0.0]]), solver=cg.solvers.get("topk", k=1),
+        ...                                multiplicative=True, noise_scale=0.5)
+        >>> bool(loss >= 0)
+        True
 
     References:
         Q. Berthet, M. Blondel, O. Teboul, M. Cuturi, J.-P. Vert, F. Bach.
         Learning with Differentiable Perturbed Optimizers. NeurIPS 2020.
+
+        G. Dalle, L. Baty, L. Bouvier, A. Parmentier. Learning with Combinatorial
+        Optimization Layers: a Probabilistic Approach. arXiv:2207.13513, 2022.
     """
     owner = "fenchel_young"
     given = {} if noise_scale is _DEFAULT_NOISE_SCALE else {"noise_scale": noise_scale}
@@ -102,6 +138,12 @@ def fenchel_young(
     check_positive_int(owner, "samples", samples)
     sigma = check_number(owner, "noise_scale", noise_scale, positive=True)
     check_noise_options(owner, noise, None, 1, ("normal", "gumbel"))
+    check_bool(owner, "multiplicative", multiplicative)
+    if multiplicative and noise != "normal":
+        raise ValueError(
+            f"{owner}: multiplicative=True needs noise='normal' (the factor exp(sigma Z - sigma^2/2) has mean 1 "
+            f"for a standard normal Z), got noise={noise!r}"
+        )
     solver = resolve(owner, solver, solver_options, _FENCHEL_YOUNG_OPTIONS)
     # theta's finiteness is read once, with the perturbed scores (below).
     theta = check_theta_structure(owner, theta, solver.event_ndim)
@@ -109,8 +151,20 @@ def fenchel_young(
     event_ndim = solver.event_ndim
     scores = score_sign(solver.sense) * theta
     draws = draw_noise(noise, samples, theta.detach(), generator=generator)
+    blame = blame_theta(owner, theta, event_ndim)
+    if multiplicative:
+        check_positive_theta(owner, theta.detach(), event_ndim)
+        factor = multiplicative_factor(draws, sigma)
+        with torch.no_grad():
+            solutions = solve_scores(solver, scores.detach() * factor, owner=owner, blame=blame)
+        terms = event_sum(scores.unsqueeze(0) * factor * (solutions - y_true), event_ndim)
+        # The last term is 0 in value; its gradient turns mean_i e_i (y_i - y_true), the
+        # autograd gradient of the line above, into InferOpt's mean_i e_i y_i - y_true
+        # (the same expectation, E e = 1; InferOpt and PyEPO take the y_true part exactly).
+        detached = scores.detach()
+        correction = event_sum((scores - detached) * y_true * (factor - 1), event_ndim)
+        return (terms + correction).mean(0)
     with torch.no_grad():
-        blame = blame_theta(owner, theta, event_ndim)
         solutions = solve_perturbed(solver, scores.detach(), draws, sigma, owner=owner, blame=blame)
     # Solutions are constants here, so autograd's gradient is mean_i y_i - y_true.
     terms = event_sum((scores.unsqueeze(0) + sigma * draws) * (solutions - y_true), event_ndim)

@@ -15,6 +15,7 @@ from .argmax import Argmax
 from .assignment import Assignment
 from .ilp import ILP
 from .knapsack import Knapsack
+from .lp import LP
 from .shortest_path import ShortestPath
 from .spanning_tree import SpanningTree
 from .topk import TopK
@@ -25,6 +26,7 @@ __all__ = [
     "BatchSolver",
     "ILP",
     "Knapsack",
+    "LP",
     "ShortestPath",
     "Solver",
     "SpanningTree",

@@ -22,6 +22,7 @@ import torch
 
 from .. import pool
 from .._checks import check_number, check_positive_int
+from ..errors import SolverError
 from .base import BatchSolver
 
 T = TypeVar("T")
@@ -195,3 +196,34 @@ class PooledSolver(BatchSolver):
 def check_time_limit(owner: str, time_limit: object) -> float | None:
     """``time_limit`` (seconds per instance) as a positive float, or None."""
     return None if time_limit is None else check_number(owner, "time_limit", time_limit, positive=True)
+
+
+def cp_sat_solver(time_limit: float | None) -> Any:
+    """A CP-SAT solver set up for one instance at a time (OR-Tools imported here, on first use)."""
+    from ortools.sat.python import cp_model
+
+    solver = cp_model.CpSolver()
+    # One search worker per instance: the batch is the parallel dimension, and
+    # CP-SAT's single-worker search is deterministic.
+    solver.parameters.num_workers = 1
+    # CP-SAT's own SIGINT handler would end the search early on Ctrl-C and
+    # report a non-optimal status, i.e. turn the interrupt into a SolverError;
+    # without it Python raises KeyboardInterrupt when the search returns.
+    solver.parameters.catch_sigint_signal = False
+    if time_limit is not None:
+        solver.parameters.max_time_in_seconds = time_limit
+    return solver
+
+
+def cp_sat_not_optimal(model: Any, solver: Any, status: Any, time_limit: float | None) -> SolverError:
+    """The SolverError for a CP-SAT search that ended without a proven optimum (not infeasibility)."""
+    from ortools.sat.python import cp_model
+
+    if status == cp_model.MODEL_INVALID:
+        return SolverError(f"CP-SAT rejected the model: {model.validate()}")
+    if time_limit is not None:  # no other limit is set: the time ran out
+        return SolverError(
+            f"CP-SAT did not prove optimality within time_limit={time_limit!r} s "
+            f"(status {solver.status_name(status)}); raise time_limit or simplify the problem"
+        )
+    return SolverError(f"CP-SAT stopped with status {solver.status_name(status)} without proving optimality")

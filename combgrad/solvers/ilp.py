@@ -21,6 +21,8 @@ from ._pooled import (
     PooledSolver,
     cached_model,
     check_time_limit,
+    cp_sat_not_optimal,
+    cp_sat_solver,
     complete_pairs,
     constraint_pairs,
     integer_objective,
@@ -100,17 +102,7 @@ def _model_for(problem: _Problem) -> tuple[cp_model_types.CpModel, cp_model_type
 
 
 def _build_model_and_solver(problem: _Problem) -> tuple[cp_model_types.CpModel, cp_model_types.CpSolver]:
-    solver = _cp_model().CpSolver()
-    # One search worker per instance: the batch is the parallel dimension, and
-    # CP-SAT's single-worker search is deterministic.
-    solver.parameters.num_workers = 1
-    # CP-SAT's own SIGINT handler would end the search early on Ctrl-C and
-    # report a non-optimal status, i.e. turn the interrupt into a SolverError;
-    # without it Python raises KeyboardInterrupt when the search returns.
-    solver.parameters.catch_sigint_signal = False
-    if problem.time_limit is not None:
-        solver.parameters.max_time_in_seconds = problem.time_limit
-    return _build_model(problem), solver
+    return _build_model(problem), cp_sat_solver(problem.time_limit)
 
 
 def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
@@ -132,16 +124,7 @@ def _solve_instance(problem: _Problem, theta: np.ndarray) -> np.ndarray:
             "infeasible: no integer x satisfies A x <= b, A_eq x = b_eq, lower <= x <= upper "
             "(the constraints are shared, so no instance of this solver has a solution)"
         )
-    if status == cp_model.MODEL_INVALID:
-        raise SolverError(f"CP-SAT rejected the model: {model.validate()}")
-    if problem.time_limit is not None:  # no other limit is set: the time ran out
-        raise SolverError(
-            f"CP-SAT did not prove optimality within time_limit={problem.time_limit!r} s "
-            f"(status {solver.status_name(status)}); raise time_limit or simplify the problem"
-        )
-    raise SolverError(
-        f"CP-SAT stopped with status {solver.status_name(status)} without proving optimality"
-    )
+    raise cp_sat_not_optimal(model, solver, status, problem.time_limit)
 
 
 class ILP(PooledSolver):

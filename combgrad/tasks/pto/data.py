@@ -106,7 +106,7 @@ def grid_edges(grid: tuple[int, int]) -> torch.Tensor:
         [[0, 1], [0, 2], [1, 3], [2, 3]]
     """
     height, width = _check_grid("grid_edges", grid)
-    edges = []
+    edges: list[tuple[int, int]] = []
     for i in range(height):
         edges.extend((i * width + j, i * width + j + 1) for j in range(width - 1))
         if i < height - 1:

@@ -18,11 +18,19 @@ imle      L1 between ``imle(c_hat)`` and ``w``                        lam 10, si
 aimle     L1 between ``aimle(c_hat)`` and ``w``                       sigma 1, 10 samples,
                                                                       sum-of-gamma k 5
 pg        ``cg.losses.pg(c_hat, c)``                                  step 0.1, backward
+nce       ``cg.losses.nce(c_hat, w, pool=...)``                       solve ratio 0.05
+cmap      ``cg.losses.cmap(c_hat, w, pool=...)``                      solve ratio 0.05
+ltr       ``cg.losses.ltr(c_hat, c, pool=...)``                       solve ratio 0.05,
+                                                                      listwise
 2s        MSE between ``c_hat`` and ``c`` (two-stage)                 --
 ========  ==========================================================  ======================
 
 ``c`` are the true costs, ``w = w*(c)`` the true solutions and ``z = <c, w>`` the
 optimal objectives, all computed in float64 (and cast to the prediction's dtype).
+The pool-based methods (nce, cmap, ltr) read a :class:`~combgrad.adapters.SolutionPool`
+started with the training set's true solutions that solves a ``solve_ratio`` share
+of the batches (PyEPO's caching rule: one draw per batch) and grows with every new
+solution; its content is the method's state in the checkpoint.
 Methods whose loss is not in this installation are left out of :func:`method_names`.
 
 References:
@@ -40,6 +48,12 @@ References:
     P. Minervini, L. Franceschi, M. Niepert. Adaptive Perturbation-Based Gradient
     Estimation for Discrete Latent Variable Models. AAAI 2023.
 
+    M. Mulamba, J. Mandi, M. Diligenti, M. Lombardi, V. Bucarey, T. Guns. Contrastive
+    Losses and Solution Caching for Predict-and-Optimize. IJCAI 2021.
+
+    J. Mandi, V. Bucarey, M. Mulamba, T. Guns. Decision-Focused Learning: Through the
+    Lens of Learning to Rank. ICML 2022.
+
     V. Gupta, M. Huang. Decision-Focused Learning with Directional Gradients. NeurIPS 2024.
 
     B. Tang, E. B. Khalil. PyEPO: A PyTorch-based End-to-End Predict-then-Optimize
@@ -53,14 +67,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
-from ...adapters import differentiable
+from ...adapters import SolutionPool, differentiable
 from ...gradients import losses
 from .problems import Batch, Split
 
 LossFunction = Callable[[torch.Tensor, Batch], torch.Tensor]
-Builder = Callable[[Any, dict[str, Any], Split], tuple[nn.Module | None, LossFunction]]
+Builder = Callable[[Any, dict[str, Any], Split], tuple[Any, LossFunction]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,9 @@ class Method:
     Attributes:
         name: The ``--method`` value.
         summary: One line for ``--help``.
-        build: ``build(solver, options, train) -> (layer or None, loss(cost_pred, batch))``.
+        build: ``build(solver, options, train) -> (state or None, loss(cost_pred, batch))``;
+            the state (an estimator ``nn.Module``, or a pool's :class:`PoolState`) has
+            ``state_dict`` and ``load_state_dict``.
         defaults: Options used unless the run overrides them.
         requires: Name of the ``cg.losses`` function the method needs, if any (the
             method is offered only where it exists).
@@ -93,7 +108,7 @@ def _cast(batch: Batch, like: torch.Tensor) -> Batch:
                  batch.objectives.to(like.dtype))
 
 
-def _spo_plus(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module | None, LossFunction]:
+def _spo_plus(solver: Any, options: dict[str, Any], train: Split) -> tuple[Any, LossFunction]:
     def loss(cost_pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         labels = _cast(batch, cost_pred)
         return losses.spo_plus(cost_pred, labels.costs, solver=solver, y_true=labels.solutions, **options).mean()
@@ -101,7 +116,7 @@ def _spo_plus(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Mo
     return None, loss
 
 
-def _dbb(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module | None, LossFunction]:
+def _dbb(solver: Any, options: dict[str, Any], train: Split) -> tuple[Any, LossFunction]:
     layer = differentiable(solver=solver, estimator="blackbox", **options)
 
     def loss(cost_pred: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -112,7 +127,7 @@ def _dbb(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module 
     return layer, loss
 
 
-def _pfy(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module | None, LossFunction]:
+def _pfy(solver: Any, options: dict[str, Any], train: Split) -> tuple[Any, LossFunction]:
     def loss(cost_pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         return losses.fenchel_young(cost_pred, _cast(batch, cost_pred).solutions, solver=solver, **options).mean()
 
@@ -120,7 +135,7 @@ def _pfy(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module 
 
 
 def _perturbed_l1(estimator: str) -> Builder:
-    def build(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module | None, LossFunction]:
+    def build(solver: Any, options: dict[str, Any], train: Split) -> tuple[Any, LossFunction]:
         layer = differentiable(solver=solver, estimator=estimator, **options)
 
         def loss(cost_pred: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -132,14 +147,60 @@ def _perturbed_l1(estimator: str) -> Builder:
     return build
 
 
-def _pg(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module | None, LossFunction]:
+def _pg(solver: Any, options: dict[str, Any], train: Split) -> tuple[Any, LossFunction]:
     def loss(cost_pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         return losses.pg(cost_pred, _cast(batch, cost_pred).costs, solver=solver, **options).mean()
 
     return None, loss
 
 
-def _two_stage(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.Module | None, LossFunction]:
+class PoolState:
+    """A :class:`~combgrad.adapters.SolutionPool` as checkpoint state: its solutions.
+
+    Restoring adds the saved solutions to a pool started as the saved one was (with
+    the training set's solutions), so the pool holds the same solutions in the same
+    order as when it was saved.
+
+    Example:
+        >>> import combgrad as cg
+        >>> pool = cg.adapters.SolutionPool("argmax", initial=torch.eye(3)[:1])
+        >>> _ = pool(torch.tensor([[0.0, 1.0, 0.0]]))
+        >>> fresh = PoolState(cg.adapters.SolutionPool("argmax", initial=torch.eye(3)[:1]))
+        >>> fresh.load_state_dict(PoolState(pool).state_dict()); len(fresh.pool)
+        2
+    """
+
+    def __init__(self, pool: SolutionPool) -> None:
+        self.pool = pool
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{"solutions": [P, *event]}``."""
+        return {"solutions": self.pool.solutions.detach().cpu().clone()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Add the saved solutions (the known ones are skipped)."""
+        if len(state["solutions"]):
+            self.pool.add(state["solutions"])
+
+
+def _pooled(loss_name: str, target: str) -> Builder:
+    """A pool-based loss ``cg.losses.<loss_name>(c_hat, <target>, pool=...)``; target is "costs" or "solutions"."""
+
+    def build(solver: Any, options: dict[str, Any], train: Split) -> tuple[Any, LossFunction]:
+        options = dict(options)
+        pool = SolutionPool(solver, solve_ratio=options.pop("solve_ratio"), initial=train.solutions,
+                            per=options.pop("per"))
+        function = getattr(losses, loss_name)
+
+        def loss(cost_pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+            return function(cost_pred, getattr(_cast(batch, cost_pred), target), pool=pool, **options).mean()
+
+        return PoolState(pool), loss
+
+    return build
+
+
+def _two_stage(solver: Any, options: dict[str, Any], train: Split) -> tuple[Any, LossFunction]:
     def loss(cost_pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         return ((cost_pred - _cast(batch, cost_pred).costs) ** 2).mean()
 
@@ -148,6 +209,9 @@ def _two_stage(solver: Any, options: dict[str, Any], train: Split) -> tuple[nn.M
 
 _SUM_OF_GAMMA = {"noise": "sum_of_gamma", "k": 5, "iterations": 10, "noise_scale": 1.0, "samples": 10}
 """PyEPO's I-MLE noise: ``sumGammaDistribution(kappa=5)`` (10 iterations), sigma 1, 10 samples."""
+
+_POOL = {"solve_ratio": 0.05, "per": "batch"}
+"""PyEPO's tutorials' pool settings: solve 5% of the batches, one draw per batch."""
 
 METHODS: dict[str, Method] = {
     method.name: method
@@ -162,6 +226,12 @@ METHODS: dict[str, Method] = {
                dict(_SUM_OF_GAMMA)),
         Method("pg", "perturbation-gradient loss (Gupta & Huang)", _pg, {"step": 0.1, "variant": "backward"},
                requires="pg"),
+        Method("nce", "noise-contrastive loss over a solution pool (Mulamba et al.)", _pooled("nce", "solutions"),
+               _POOL, requires="nce"),
+        Method("cmap", "contrastive MAP loss over a solution pool (Mulamba et al.)", _pooled("cmap", "solutions"),
+               _POOL, requires="cmap"),
+        Method("ltr", "learning-to-rank loss over a solution pool (Mandi et al.)", _pooled("ltr", "costs"),
+               {**_POOL, "kind": "listwise"}, requires="ltr"),
         Method("2s", "two-stage: MSE on the costs", _two_stage),
     )
 }
@@ -178,10 +248,8 @@ def method_names() -> list[str]:
     return [name for name, method in METHODS.items() if method.available()]
 
 
-def build_method(
-    name: str, solver: Any, options: Mapping[str, Any], train: Split
-) -> tuple[nn.Module | None, LossFunction]:
-    """The ``(layer, loss)`` of method ``name`` with ``options`` over its defaults.
+def build_method(name: str, solver: Any, options: Mapping[str, Any], train: Split) -> tuple[Any, LossFunction]:
+    """The ``(state, loss)`` of method ``name`` with ``options`` over its defaults.
 
     Raises:
         ValueError: On an unknown method or an option the method does not take.
@@ -200,8 +268,8 @@ def build_method(
     options = {**method.defaults, **options}
     try:
         return method.build(solver, options, train)
-    except TypeError as error:  # an unexpected keyword: the user's option, not a bug
+    except (TypeError, KeyError) as error:  # an unexpected keyword or a missing pool setting: the user's option, not a bug
         raise ValueError(f"pto: method {name!r}: {error}") from error
 
 
-__all__ = ["METHODS", "Method", "build_method", "method_names"]
+__all__ = ["METHODS", "Method", "PoolState", "build_method", "method_names"]

@@ -149,7 +149,7 @@ def train(
     train_split, test_split = problem.train.to(device), problem.test.to(device)
     solver, eval_solver = TimedSolver(problem.solver), TimedSolver(problem.solver)
     layer, loss_fn = build_method(config.method, solver, config.options, train_split)
-    if layer is not None:
+    if isinstance(layer, nn.Module):
         layer = layer.to(device)
     _check_method(config, loss_fn, train_split)
     data_seconds = time.perf_counter() - started
@@ -172,7 +172,7 @@ def train(
 
     def train_epoch(epoch: int, progress: Progress) -> dict[str, Any]:
         model.train()
-        if layer is not None:
+        if isinstance(layer, nn.Module):
             layer.train()
         solver.seconds = 0.0
         start = time.perf_counter()

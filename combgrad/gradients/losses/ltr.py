@@ -28,8 +28,9 @@ def ltr(
     should order the feasible solutions (here: the pooled ones) as the true
     costs do. With ``f_p = <s, p>`` and ``t_p = <s_true, p>`` the pooled
     solutions' objectives in score space (``s = theta`` for "max", ``-theta``
-    for "min", so higher is better in both senses), as PyEPO's ``listwiseLTR``,
-    ``pairwiseLTR`` and ``pointwiseLTR``, per instance:
+    for "min", so higher is better in both senses), as PyEPO's
+    ``listwiseLearningToRank``, ``pairwiseLearningToRank`` and
+    ``pointwiseLearningToRank`` (``lsLTR``, ``prLTR``, ``ptLTR``), per instance:
 
     * ``kind="listwise"`` (default): the cross-entropy of the predicted ranking
       distribution against the true one,

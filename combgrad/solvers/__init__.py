@@ -13,9 +13,11 @@ from .registry import get, names, options, register, unregister
 # Built-in solvers register themselves on import.
 from .argmax import Argmax
 from .assignment import Assignment
+from .graph_shortest_path import GraphShortestPath
 from .ilp import ILP
 from .knapsack import Knapsack
 from .lp import LP
+from .ranks import Ranks
 from .shortest_path import ShortestPath
 from .spanning_tree import SpanningTree
 from .topk import TopK
@@ -24,9 +26,11 @@ __all__ = [
     "Argmax",
     "Assignment",
     "BatchSolver",
+    "GraphShortestPath",
     "ILP",
     "Knapsack",
     "LP",
+    "Ranks",
     "ShortestPath",
     "Solver",
     "SpanningTree",

@@ -254,7 +254,7 @@ class SolutionPool:
         mask = (draws < self.solve_ratio).cpu()
         return mask if self.per == "instance" else mask.expand(count)
 
-    def _solve(self, theta: torch.Tensor, prechecked: bool) -> torch.Tensor:
+    def _solve(self, theta: torch.Tensor) -> torch.Tensor:
         theta = theta.detach()
         event_shape = self._check_event("theta", theta)
         batch_shape = theta.shape[: theta.ndim - self.event_ndim]
@@ -266,7 +266,8 @@ class SolutionPool:
         out = torch.empty_like(theta).reshape(count, -1)
         if bool(solve.any()):
             picked = events if bool(solve.all()) else events[solve.to(theta.device)]
-            solved = call_solver(self.solver, picked) if prechecked else self.solver(picked)
+            # theta's finiteness is checked (by __call__ or the caller): the solver skips it.
+            solved = call_solver(self.solver, picked)
             solved = solved.to(device=theta.device, dtype=theta.dtype).reshape(picked.shape[0], -1)
             out[solve.to(theta.device)] = solved
             self.add(solved.reshape(picked.shape))
@@ -283,8 +284,8 @@ class SolutionPool:
             ValueError: On a theta that is not a finite floating tensor with the
                 pool's event shape (and the solver's own checks on solved instances).
         """
-        return self._solve(check_theta(_OWNER, theta, self.event_ndim), prechecked=False)
+        return self._solve(check_theta(_OWNER, theta, self.event_ndim))
 
     def solve_prechecked(self, theta: torch.Tensor) -> torch.Tensor:
         """:meth:`__call__` for a theta already checked to be finite (the estimators' one check per pass)."""
-        return self._solve(theta, prechecked=True)
+        return self._solve(theta)

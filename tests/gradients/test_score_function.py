@@ -16,7 +16,7 @@ import combgrad as cg
 from combgrad.errors import OptionError
 from combgrad.gradients import noise
 from combgrad.gradients.base import draw_noise
-from combgrad.gradients.score_function import ScoreFunction  # noqa: F401 - registers it before the package does
+from combgrad.gradients.score_function import ScoreFunction
 
 THETA = [0.3, -0.4, 1.0, 0.1]
 TARGET = [0.0, 1.0, 0.0, 0.0]
@@ -231,6 +231,7 @@ def test_exact_log_prob_refuses_other_solvers_and_unknown_options():
 
 
 def test_defaults():
+    assert isinstance(cg.gradients.get("score_function"), ScoreFunction)
     options = cg.gradients.get("score_function").options
     assert (options.samples, options.noise, options.baseline, options.decay, options.log_prob) == (
         10, "gumbel", "moving_average", 0.9, "noise"

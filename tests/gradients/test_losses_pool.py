@@ -347,3 +347,23 @@ def test_bad_pg_options_are_refused():
         cg.losses.pg(costs, costs + 1.0, solver="shortest_path", step=2.0)
     # A step small enough to keep theta - step * theta_true >= 0 is fine.
     assert cg.losses.pg(costs + 1.0, costs, solver="shortest_path", step=0.5).shape == (1,)
+
+
+@pytest.mark.parametrize("sense", ["min", "max"])
+def test_pg_through_a_pool_matches_pyepo_answering_from_its_cache(sense):
+    """solve_ratio=0: PyEPO's ``_cache_in_pass`` and the pool's answer agree (same pool, no solver call)."""
+    pyepo = pytest.importorskip("pyepo")
+    from pyepo.data.dataset import optDataset
+
+    model = enumeration_model(k_subsets(6, 3), sense)
+    generator = torch.Generator().manual_seed(8)
+    train_costs = torch.randn(12, 6, dtype=torch.float64, generator=generator)
+    dataset = optDataset(model, np.zeros((12, 1)), train_costs.numpy())
+    theirs = pyepo.func.perturbationGradient(model, sigma=0.4, solve_ratio=0.0, reduction="none", dataset=dataset)
+    pool = cg.adapters.SolutionPool(solver_for(sense, k=3), 0.0, dataset.sols.double())
+    theta = torch.randn(6, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    true = train_costs[:6]
+    assert_same_loss_and_gradient(
+        lambda t: cg.losses.pg(t, true, solver=pool, step=0.4), lambda t: theirs(t, true), theta
+    )
+    assert len(pool) == theirs.solpool.shape[0]

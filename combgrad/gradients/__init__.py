@@ -14,6 +14,7 @@ from .aimle import AIMLE
 from .blackbox import Blackbox
 from .imle import IMLE
 from .perturbation import Perturbation
+from .score_function import ScoreFunction
 from .ste import STE
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "IMLE",
     "Perturbation",
     "STE",
+    "ScoreFunction",
     "get",
     "losses",
     "names",

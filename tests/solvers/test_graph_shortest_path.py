@@ -349,3 +349,23 @@ def test_bad_theta() -> None:
         solver(torch.tensor([1.0, math.nan]))
     with pytest.raises(ValueError, match="magnitudes at most .* for a path of up to 2 edges"):
         solver(torch.tensor([1e308, 1.0], dtype=torch.float64))
+
+
+def test_torch_backend_reads_the_host_only_where_documented(monkeypatch) -> None:
+    """On a DAG the torch kernel makes no host read; with cycles, one per convergence check plus one for the walk."""
+    from _devices import SyncCounter
+
+    rng = np.random.default_rng(8)
+    dag = cg.solvers.get("graph_shortest_path", edges=grid_arcs(5, 5), backend="torch")
+    cyclic = cg.solvers.get("graph_shortest_path", edges=grid_arcs(5, 5), directed=False, backend="torch")
+    theta = torch.from_numpy(rng.random((16, 40)))
+    expected = [solver(theta) for solver in (dag, cyclic)]  # warm the per-device arc tensors
+    counter = SyncCounter()
+    with counter.count(monkeypatch):
+        on_dag = dag.solve_torch(theta)
+    assert (counter.reads, counter.copies) == (0, 0)
+    with counter.count(monkeypatch):
+        on_cycles = cyclic.solve_torch(theta)
+    # 24 relevant nodes: at most 23 sweeps, checks at sweeps 8 and 16, then the walk's one read.
+    assert 1 <= counter.reads <= 3 and counter.copies == 0
+    assert torch.equal(on_dag, expected[0]) and torch.equal(on_cycles, expected[1])

@@ -369,3 +369,18 @@ def test_torch_backend_reads_the_host_only_where_documented(monkeypatch) -> None
     # 24 relevant nodes: at most 23 sweeps, checks at sweeps 8 and 16, then the walk's one read.
     assert 1 <= counter.reads <= 3 and counter.copies == 0
     assert torch.equal(on_dag, expected[0]) and torch.equal(on_cycles, expected[1])
+
+
+def test_spo_plus_takes_the_dag_solver_and_refuses_the_cyclic_one() -> None:
+    """On a DAG 2 theta - theta_true may be negative and is solved as given: SPO+'s subgradient in closed form."""
+    rng = np.random.default_rng(9)
+    theta = torch.from_numpy(rng.normal(size=(8, 40))).requires_grad_()
+    theta_true = torch.from_numpy(rng.random((8, 40)))
+    dag = cg.solvers.get("graph_shortest_path", edges=grid_arcs(5, 5))
+    loss = cg.losses.spo_plus(theta, theta_true, solver=dag)
+    loss.sum().backward()
+    expected = 2 * (dag(theta_true) - dag(2 * theta.detach() - theta_true))  # min: -2 (w*(2t - c) - w*(c))
+    assert torch.equal(theta.grad, expected) and bool((loss >= -1e-12).all())
+    cyclic = cg.solvers.get("graph_shortest_path", edges=grid_arcs(5, 5), directed=False)
+    with pytest.raises(ValueError, match="accepts_negative"):
+        cg.losses.spo_plus(theta, theta_true, solver=cyclic)

@@ -198,15 +198,35 @@ class SolutionPool:
         candidates = candidates.to(device=self._pool.device, dtype=self._pool.dtype)
         if candidates.shape[0] == 0:
             return 0
-        # L1 distances: exact for 0/1 and integer solutions, and one kernel on any device.
+        # Within the batch (small): L1 distances, exact for 0/1 and integer solutions.
         within = torch.cdist(candidates, candidates, p=1.0) <= self.tolerance
         earlier = torch.ones_like(within).tril(diagonal=-1)
         new = ~(within & earlier).any(dim=1)
         if self._pool.shape[0]:
-            new &= ~(torch.cdist(candidates, self._pool, p=1.0) <= self.tolerance).any(dim=1)
+            new &= ~self._known(candidates, self._pool)
         added = candidates[new]
         self._pool = torch.cat([self._pool, added])
         return int(added.shape[0])
+
+    def _known(self, candidates: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        """Which ``candidates [n, d]`` lie within L1 distance ``tolerance`` of a row of ``pool [P, d]``: ``[n]`` bool.
+
+        Against a large pool, L1 distances of every pair (``torch.cdist``) cost
+        ``n * P * d`` scalar steps; squared Euclidean ones by a matrix product cost
+        a fraction of that (measured on a loaded machine, one thread, 32 new
+        solutions against 8000 pooled: 4.1 against 6.1 ms for 32 dims, 10.6
+        against 52 ms for 144). ``L2 <= L1``, so every pair within L1 ``tolerance`` has
+        ``|a|^2 + |b|^2 - 2 <a, b> <= tolerance^2`` up to rounding (a relative
+        slack of 1e-5 covers it); only those few pairs are then checked exactly.
+        """
+        squared = (candidates * candidates).sum(1, keepdim=True) + (pool * pool).sum(1)
+        close = squared - 2 * (candidates @ pool.T) <= self.tolerance**2 + 1e-5 * squared
+        rows, columns = close.nonzero(as_tuple=True)
+        known = torch.zeros(candidates.shape[0], dtype=torch.bool, device=candidates.device)
+        if rows.numel():
+            exact = (candidates[rows] - pool[columns]).abs().sum(1) <= self.tolerance
+            known[rows[exact]] = True
+        return known
 
     def _pool_for(self, theta: torch.Tensor) -> torch.Tensor:
         """The flat pool on theta's device (moved there once and kept) in theta's dtype."""

@@ -263,3 +263,24 @@ def test_bad_types_and_shapes_are_refused():
 def test_an_empty_batch_gives_an_empty_answer():
     pool = cg.adapters.SolutionPool("argmax", 0.5, torch.eye(3))
     assert pool(torch.zeros(0, 3)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dedup_against_a_large_pool_matches_pairwise_l1_distances(tolerance, seed):
+    generator = torch.Generator().manual_seed(seed)
+    pooled = torch.randint(0, 3, (500, 12), generator=generator).double()
+    pooled = pooled[~(torch.cdist(pooled, pooled, p=1.0) <= tolerance).tril(-1).any(1)]  # a deduplicated pool
+    # Copies, copies moved by less and by more than the tolerance, integer and fractional rows.
+    copies = pooled[torch.randint(0, len(pooled), (20,), generator=generator)]
+    candidates = torch.cat([
+        copies[:5],
+        copies[5:10] + 0.1 * torch.eye(12, dtype=torch.float64)[:5],
+        copies[10:15] + 0.5 * torch.eye(12, dtype=torch.float64)[:5],
+        torch.rand(5, 12, generator=generator, dtype=torch.float64) * 2,
+    ])
+    pool = cg.adapters.SolutionPool("argmax", initial=pooled, tolerance=tolerance)
+    assert len(pool) == len(pooled)
+    known = (torch.cdist(candidates, pooled, p=1.0) <= tolerance).any(1)
+    assert torch.equal(pool._known(candidates, pool._pool), known)
+    assert bool(known[:5].all()) and known[5:10].tolist() == [tolerance > 0] * 5 and not bool(known[10:15].any())

@@ -4,10 +4,13 @@ The encoder reads each system's trajectories and scores every pair of particles;
 the scores go through ``cg.differentiable(solver="spanning_tree", sense="max",
 estimator=...)`` (a perturbed tree in training, the exact maximum spanning tree in
 evaluation), and the decoder predicts the trajectory's next steps passing messages
-along that tree. The objective is the reconstruction term of NRI's ELBO, a Gaussian
-likelihood of fixed variance, i.e. the mean squared error of the predicted steps (in
-units of the training set's standard deviation of positions and of velocities). The
-KL term is left out: against a uniform prior over trees it is the negative entropy
+along that tree. The objective is the reconstruction term of NRI's ELBO: the negative
+log-likelihood of the predicted steps under a Gaussian of unit variance (in units of
+the training set's standard deviation of positions and of velocities), up to its
+constant, i.e. half the squared error summed over a system's steps, particles and
+features, averaged over the systems. (Summed per system as in NRI rather than averaged
+over its entries, so that the upstream gradient of a tree is not 360 times smaller:
+I-MLE's and blackbox's ``lam`` are relative to it.) The KL term is left out: against a uniform prior over trees it is the negative entropy
 of the perturb-and-MAP distribution, which has no closed form, and the AIMLE seed's
 runs train on the reconstruction alone too. Val and test are evaluated after every
 epoch. Outputs under ``config.out``:
@@ -230,7 +233,7 @@ def _train(
 
     def loss_of(batch: Any) -> torch.Tensor:
         predictions, _, _ = model(batch[0])
-        return ((predictions - batch[0][:, 1:]) ** 2).mean()
+        return 0.5 * ((predictions - batch[0][:, 1:]) ** 2).sum(dim=(1, 2, 3)).mean()
 
     def train_epoch(epoch: int, progress: Progress) -> dict[str, Any]:
         model.train()
@@ -286,7 +289,7 @@ def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
 
     def describe(record: dict[str, Any]) -> str:
         return (
-            f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.5f}, val edge accuracy "
+            f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, val edge accuracy "
             f"{record['val']['edge_accuracy']:.3f}, test edge accuracy {record['test']['edge_accuracy']:.3f}, "
             f"{record['train_seconds']:.1f} s (solver {100 * record['solver_share']:.1f}%)"
         )
@@ -295,7 +298,7 @@ def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
 
 
 def _postfix(record: dict[str, Any]) -> dict[str, str]:
-    return {"loss": f"{record['loss']:.5f}", "val_acc": f"{record['val']['edge_accuracy']:.3f}"}
+    return {"loss": f"{record['loss']:.4f}", "val_acc": f"{record['val']['edge_accuracy']:.3f}"}
 
 
 def _plot(

@@ -94,6 +94,7 @@ from .base import (
     solve_perturbed,
 )
 from .perturb_and_map import broadcast_instances, combine_samples, sample_output, with_sample_dim
+from .relaxation import is_one_hot_solver
 from .registry import register
 
 NOISES = ("gumbel", "normal")
@@ -124,38 +125,6 @@ class ScoreFunctionOptions(SamplingOptions):
                 f"score_function: log_prob='exact' needs noise='gumbel' (Gumbel-max sampling is a softmax), "
                 f"got noise={self.noise!r}"
             )
-
-
-def is_one_hot_solver(solver: Any) -> bool:
-    """Whether ``solver`` picks one entry of ``[*, n]``: ``argmax``, or ``topk`` with ``k = 1``.
-
-    A wrapper that keeps the wrapped solver as ``.solver`` (the training loop's
-    timer) is looked through, since it copies ``name`` but not ``k``.
-
-    Example:
-        >>> import combgrad as cg
-        >>> is_one_hot_solver(cg.solvers.get("topk", k=1)), is_one_hot_solver(cg.solvers.get("topk", k=2))
-        (True, False)
-    """
-    name = getattr(solver, "name", None)
-    if name == "argmax":
-        return True
-    return name == "topk" and solver_k(solver) == 1
-
-
-def solver_k(solver: Any) -> int | None:
-    """The ``k`` of a top-k solver, looking through a wrapper's ``.solver``; None if it has none.
-
-    Example:
-        >>> import combgrad as cg
-        >>> solver_k(cg.solvers.get("topk", k=3)), solver_k(cg.solvers.get("argmax"))
-        (3, None)
-    """
-    for candidate in (solver, getattr(solver, "solver", None)):
-        k = getattr(candidate, "k", None)
-        if isinstance(k, int) and not isinstance(k, bool):
-            return k
-    return None
 
 
 def sample_values(solutions: torch.Tensor, dy: torch.Tensor, scores: torch.Tensor, event_ndim: int) -> torch.Tensor:

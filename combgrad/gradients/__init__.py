@@ -2,7 +2,8 @@
 
 ``get(name, **options)`` builds an estimator; ``names()`` lists them;
 ``register`` adds one. Importing this package registers the built-ins:
-``aimle``, ``blackbox``, ``imle``, ``perturbation``, ``ste``.
+``aimle``, ``blackbox``, ``imle``, ``perturbation``, ``relaxed_topk``,
+``score_function``, ``sst``, ``ste``.
 """
 
 from . import losses, noise
@@ -14,7 +15,9 @@ from .aimle import AIMLE
 from .blackbox import Blackbox
 from .imle import IMLE
 from .perturbation import Perturbation
+from .relaxed_topk import RelaxedTopK
 from .score_function import ScoreFunction
+from .sst import SST
 from .ste import STE
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "EstimatorOptions",
     "IMLE",
     "Perturbation",
+    "RelaxedTopK",
+    "SST",
     "STE",
     "ScoreFunction",
     "get",

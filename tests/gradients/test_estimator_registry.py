@@ -27,7 +27,7 @@ def test_built_ins_are_registered_and_build_estimators():
 
 
 def test_unknown_estimator_lists_the_known_ones():
-    with pytest.raises(KeyError, match="unknown estimator 'imlee'; known: aimle, blackbox, imle, perturbation, score_function, ste"):
+    with pytest.raises(KeyError, match="unknown estimator 'imlee'; known: aimle, blackbox, imle, perturbation, relaxed_topk, score_function, sst, ste"):
         cg.gradients.get("imlee")
 
 

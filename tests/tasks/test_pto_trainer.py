@@ -196,3 +196,24 @@ def test_pyepo_dbb_loss_gradient_matches() -> None:
     torch.nn.L1Loss()(objective, batch.objectives.float()[:, None]).backward()
     assert ours.grad is not None and theirs.grad is not None and ours.grad.abs().sum() > 0
     torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_two_dimensional_knapsack_labels_match_brute_force() -> None:
+    """dim 2 goes through the ``ilp`` solver: its labels are the brute-force optima over all 2^8 subsets."""
+    import itertools
+
+    import numpy as np
+
+    problem = build_problem(PtoConfig(problem="knapsack", dim=2, num_items=8, n_train=12, n_test=4, capacity=15))
+    assert problem.solver.name == "ilp" and problem.solver.sense == "max"
+    weights, capacities = np.array(problem.details["weights"]), np.array(problem.details["capacities"])
+    subsets = np.array(list(itertools.product((0, 1), repeat=8)), float)
+    feasible = subsets[(subsets @ weights.T <= capacities + 1e-9).all(1)]
+    best = (problem.train.costs.numpy() @ feasible.T).max(1)
+    np.testing.assert_allclose(problem.train.objectives.numpy(), best)
+
+
+def test_mlp_model_trains(tmp_path: Path) -> None:
+    result = train(_tiny(tmp_path, model="mlp", hidden=8, method="pfy", options={"samples": 2}, epochs=1),
+                   log=lambda line: None)
+    assert result["config"]["model"] == "mlp" and 0 <= result["final"]["test"]["normalized_regret"] < 2

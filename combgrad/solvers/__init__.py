@@ -21,6 +21,7 @@ from .ranks import Ranks
 from .shortest_path import ShortestPath
 from .spanning_tree import SpanningTree
 from .topk import TopK
+from .tsp import TSP
 
 __all__ = [
     "Argmax",
@@ -35,6 +36,7 @@ __all__ = [
     "Solver",
     "SpanningTree",
     "TopK",
+    "TSP",
     "get",
     "get_num_threads",
     "names",

@@ -34,11 +34,12 @@ def _needs(problem: str) -> None:
         pytest.skip(f"the {name} solver is not registered yet")
 
 
-@pytest.mark.parametrize("problem", ["knapsack", "shortest_path"])
+@pytest.mark.parametrize("problem", ["knapsack", "shortest_path", "tsp"])
 def test_command_end_to_end(tmp_path: Path, problem: str, capsys: pytest.CaptureFixture[str]) -> None:
     _needs(problem)
     out = tmp_path / "run"
-    assert main(["pto", "--problem", problem, "--method", "spo+", *TINY, "--out", str(out)]) == 0
+    size = ["--num-nodes", "6"] if problem == "tsp" else []  # CP-SAT on 6 cities: a few ms per instance
+    assert main(["pto", "--problem", problem, "--method", "spo+", *TINY, *size, "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "curves.png").stat().st_size > 0 and (out / "checkpoint.pt").exists()
     assert metrics["method"] == "spo+" and len(metrics["history"]) == 2

@@ -97,6 +97,12 @@ def make_solver(config: PtoConfig, data: Any) -> Any:
     * knapsack: the numba ``knapsack`` DP for one dimension (weights with two
       decimals: ``constraint_scale=100``), CP-SAT ``ilp`` for several;
     * TSP: the CP-SAT ``tsp`` solver.
+
+    Example:
+        >>> from combgrad.tasks.pto.data import knapsack_data
+        >>> solver = make_solver(PtoConfig(problem="knapsack"), knapsack_data(1, num_items=4))
+        >>> solver.name, solver.capacity  # 20 at two decimals
+        ('knapsack', 2000)
     """
     if config.problem == "shortest_path":
         return get_solver("graph_shortest_path", edges=data.edges, num_nodes=config.grid * config.grid)

@@ -72,13 +72,26 @@ def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def batches(split: Split, order: torch.Tensor, batch_size: int) -> Iterator[Batch]:
-    """``split``'s instances in ``order``, ``batch_size`` at a time (the last batch may be smaller)."""
+    """``split``'s instances in ``order``, ``batch_size`` at a time (the last batch may be smaller).
+
+    Example:
+        >>> import combgrad as cg
+        >>> solver = cg.solvers.get("knapsack", weights=[1, 1], capacity=1)
+        >>> split = Split.label(torch.zeros(5, 1), torch.rand(5, 2), solver)
+        >>> [len(batch.costs) for batch in batches(split, epoch_order(5, 0, 0), 2)]
+        [2, 2, 1]
+    """
     for start in range(0, len(order), batch_size):
         yield split.batch(order[start : start + batch_size].to(split.costs.device))
 
 
 def predict(model: nn.Module, features: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The model's cost predictions ``[N, m]`` for ``features [N, p]``, in eval mode, without gradients."""
+    """The model's cost predictions ``[N, m]`` for ``features [N, p]``, in eval mode, without gradients.
+
+    Example:
+        >>> predict(torch.nn.Linear(3, 2), torch.zeros(5, 3), batch_size=2).shape
+        torch.Size([5, 2])
+    """
     was_training = model.training
     model.eval()
     try:
@@ -91,7 +104,18 @@ def predict(model: nn.Module, features: torch.Tensor, batch_size: int) -> torch.
 
 def evaluate(model: nn.Module, split: Split, solver: Any, batch_size: int) -> dict[str, float]:
     """Test metrics of ``model`` on ``split``: ``normalized_regret`` (PyEPO's), ``regret`` (mean,
-    unnormalized) and ``optimal`` (share of instances whose decision has zero regret)."""
+    unnormalized) and ``optimal`` (share of instances whose decision has zero regret).
+
+    Example:
+        >>> import combgrad as cg
+        >>> solver = cg.solvers.get("knapsack", weights=[1, 1], capacity=1)
+        >>> split = Split.label(torch.eye(2), torch.tensor([[1.0, 3.0], [2.0, 1.0]]), solver)
+        >>> model = torch.nn.Linear(2, 2, bias=False)
+        >>> _ = model.weight.data.copy_(torch.eye(2))  # predicts the features: item 0, then item 1
+        >>> metrics = evaluate(model, split, solver, batch_size=2)  # regrets 3 - 1 and 2 - 1; optima 3, 2
+        >>> round(metrics["normalized_regret"], 6), metrics["regret"], metrics["optimal"]
+        (0.6, 1.5, 0.0)
+    """
     costs = predict(model, split.features, batch_size)
     per_instance = regret(solver, costs, split.costs, normalized=False, reduction="none",
                           objective_true=split.objectives)

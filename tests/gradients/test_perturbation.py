@@ -359,3 +359,17 @@ def test_multiplicative_options():
     with pytest.raises(ValueError, match="perturbation: multiplicative must be True or False, got 1"):
         cg.gradients.get("perturbation", multiplicative=1)
     assert cg.gradients.get("perturbation").options.multiplicative is False
+
+
+@pytest.mark.parametrize("variance_reduction", [False, True])
+def test_multiplicative_reduce_false_mean_is_the_reduced_estimator(variance_reduction):
+    theta = torch.rand(2, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.1
+    theta.requires_grad_(True)
+    dy = torch.randn(2, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    grads = []
+    for reduce in (True, False):
+        estimator = cg.gradients.get("perturbation", samples=6, multiplicative=True, reduce=reduce,
+                                     variance_reduction=variance_reduction)
+        y = estimator(theta, cg.solvers.get("topk", k=2), generator=torch.Generator().manual_seed(8))
+        grads.append(torch.autograd.grad(y if reduce else y.mean(0), theta, dy)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-12) and grads[0].abs().sum() > 0

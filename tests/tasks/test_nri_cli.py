@@ -110,6 +110,7 @@ def test_the_torch_thread_count_is_restored(tmp_path: Path) -> None:
         (["-O", "lamda=3", "--estimator", "imle"], "lamda"),
         (["--strength", "-1"], "nri: strength must be a finite number > 0"),
         (["--device", "cuda:99"], "nri: device"),
+        (["--estimator", "sst"], "needs an argmax solver"),  # an estimator that cannot drive a tree
     ],
 )
 def test_bad_settings_exit_2_with_one_line(

@@ -104,9 +104,18 @@ def build_layer(config: NriConfig, solver: Any) -> nn.Module:
         'DifferentiableSolver'
     """
     try:
-        return differentiable(solver=solver, estimator=config.estimator, **config.resolved_options())
+        layer = differentiable(solver=solver, estimator=config.estimator, **config.resolved_options())
+        # One call on a small instance refuses now, not after the data are simulated, an
+        # estimator that cannot drive this solver (sst and relaxed_topk need argmax or
+        # top-k). It changes no state (estimators adapt in backward) and its random draws
+        # are reseeded before training.
+        with torch.no_grad():
+            layer(torch.ones(1, config.particles, config.particles))
     except TypeError as error:  # an unexpected keyword: the user's option, not a bug
         raise ValueError(f"nri: {error}") from error
+    if isinstance(solver, TimedSolver):  # the probe is no part of the run's solver time
+        solver.seconds, solver.calls, solver.instances = 0.0, 0, 0
+    return layer
 
 
 def _order(count: int, seed: int, epoch: int) -> torch.Tensor:

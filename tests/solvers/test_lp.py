@@ -331,3 +331,13 @@ def test_a_zero_coefficient_after_a_nonzero_one_is_honoured() -> None:
     solver = cg.solvers.get("lp", A=[[1.0, 2.0]], b=[4.0], upper=3.0, sense="max")
     y = solver(torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64))
     assert torch.equal(y, torch.tensor([[3.0, 0.5], [0.0, 2.0]], dtype=torch.float64))
+
+
+def test_timeout_names_the_unfinished_instances() -> None:
+    """workers=0 checks the call's deadline between instances: after the first one of a
+    dense LP (milliseconds) a 1 us deadline has passed (perhaps already before it)."""
+    rng = np.random.default_rng(1)
+    A = rng.uniform(0, 1, size=(60, 60))
+    solver = cg.solvers.get("lp", A=A, b=A.sum(1), sense="max", timeout=1e-6)
+    with pytest.raises(SolverError, match=r"^lp: timeout=1e-06 s exceeded with instances [01]\.\.3 unfinished"):
+        solver(torch.from_numpy(rng.uniform(0, 1, size=(4, 60))))

@@ -201,3 +201,12 @@ def test_ortools_is_imported_on_first_use_not_by_the_solver_module() -> None:
     top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert not any("ortools" in (getattr(node, "module", None) or "") for node in top_level)
     assert not any(alias.name.startswith("ortools") for node in top_level for alias in node.names)
+
+
+def test_timeout_names_the_unfinished_instances() -> None:
+    """workers=0 checks the call's deadline between instances: after the first 12-node
+    search (milliseconds) a 1 us deadline has passed (perhaps already before it)."""
+    solver = cg.solvers.get("tsp", num_nodes=12, timeout=1e-6)
+    theta = torch.from_numpy(np.random.default_rng(2).uniform(0, 1, size=(3, solver.num_edges)))
+    with pytest.raises(SolverError, match=r"^tsp: timeout=1e-06 s exceeded with instances [01]\.\.2 unfinished"):
+        solver(theta)

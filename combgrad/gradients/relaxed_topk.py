@@ -117,6 +117,10 @@ class RelaxedTopK(Estimator):
         """k-hot (or relaxed) ``y [*, n]`` of ``theta [*, n]`` (``[S, *, n]`` unreduced)."""
         self.check_input(theta, solver)
         k = check_relaxed_solver("relaxed_topk", solver, one_hot=False)
+        if theta.shape[-1] < k:  # the soft forward never reaches the solver's own check
+            raise ValueError(
+                f"relaxed_topk: theta's last dim must be at least k={k}, got shape {tuple(theta.shape)}"
+            )
         return RelaxationFunction.apply(
             theta, solver, self.options, generator, self.sampling(), relaxed_topk_relaxation, k, "relaxed_topk"
         )

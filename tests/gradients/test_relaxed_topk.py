@@ -114,3 +114,9 @@ def test_refuses_other_solvers_and_bad_options():
         cg.gradients.get("relaxed_topk", noise_scale=-1)
     with pytest.raises(ValueError, match="relaxed_topk: samples must be an integer >= 1, got 0"):
         cg.gradients.get("relaxed_topk", samples=0)
+
+
+def test_k_larger_than_the_event_is_refused_for_the_soft_forward_too():
+    for hard in (True, False):
+        with pytest.raises(ValueError, match="theta's last dim must be at least k=3, got shape \\(2, 2\\)"):
+            cg.gradients.get("relaxed_topk", hard=hard)(torch.randn(2, 2), cg.solvers.get("topk", k=3))

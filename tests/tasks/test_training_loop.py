@@ -141,6 +141,22 @@ def test_timed_solver_counts_calls_and_instances() -> None:
     assert topk.instances == 4
 
 
+
+def test_timed_solver_is_transparent_to_sum_of_gamma_noise() -> None:
+    """Sum-of-gamma noise reads ``k`` from the solver: through the wrapper it must see the
+    top-k's k (it saw the default 1 before, a different noise), so the same seed gives
+    the same gradient wrapped or not."""
+    theta = torch.randn(3, 8)
+    gradients = []
+    for solver in (cg.solvers.get("topk", k=3), tr.TimedSolver(cg.solvers.get("topk", k=3))):
+        layer = cg.differentiable(solver=solver, estimator="imle", noise="sum_of_gamma", samples=4)
+        leaf = theta.clone().requires_grad_()
+        layer(leaf, generator=torch.Generator().manual_seed(0)).sum().backward()
+        gradients.append(leaf.grad)
+    assert tr.TimedSolver(cg.solvers.get("topk", k=3)).k == 3
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=0)
+
+
 class _Event:
     """Stands in for a CUDA event: a timestamp in milliseconds, and a count of host waits."""
 

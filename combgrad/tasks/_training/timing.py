@@ -14,6 +14,9 @@ class TimedSolver:
 
     Estimators accept any object with ``name``, ``sense``, ``event_ndim`` and
     ``__call__``, so this wrapper measures exactly the solver's share of a step.
+    Every other attribute is the wrapped solver's (``k`` of a top-k, which
+    sum-of-gamma noise reads; ``accepts_negative``, which losses read), so that
+    wrapping changes nothing but the clock.
 
     On the CPU a call is timed by the wall clock. A CUDA call returns before its
     kernels have run, so the wall clock would time only their launch: there the
@@ -33,6 +36,8 @@ class TimedSolver:
         >>> _ = timed(torch.ones(2, 4, 4))
         >>> timed.calls, timed.instances, timed.seconds > 0
         (1, 2, True)
+        >>> TimedSolver(get("topk", k=3)).k  # the wrapped solver's own attributes show through
+        3
     """
 
     def __init__(self, solver: Any) -> None:
@@ -40,13 +45,18 @@ class TimedSolver:
         self.name = solver.name
         self.sense = solver.sense
         self.event_ndim = solver.event_ndim
-        for attribute in ("accepts_negative",):  # policies that losses read from the solver
-            if hasattr(solver, attribute):
-                setattr(self, attribute, getattr(solver, attribute))
         self._seconds = 0.0
         self._pending: list[tuple[Any, Any]] = []  # CUDA (start, end) events not yet read
         self.calls = 0
         self.instances = 0
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Called only for attributes this wrapper lacks; "solver" is looked up in
+        # __dict__ so that a half-built wrapper (unpickling) does not recurse.
+        solver = self.__dict__.get("solver")
+        if solver is None:
+            raise AttributeError(attribute)
+        return getattr(solver, attribute)
 
     @property
     def seconds(self) -> float:

@@ -1,0 +1,115 @@
+"""The configuration of a discrete-VAE run: :class:`VaeConfig`, its checks and its presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..._checks import check_bool, check_number, check_positive_int
+from .._digits_run import check_estimator
+from .._digits_run import resolved_options as _resolved_options
+
+ESTIMATOR_DEFAULTS: dict[str, dict[str, Any]] = {}
+"""Options used for each estimator unless the configuration overrides them (estimators
+not listed run with their own defaults; the sum-of-gamma ``k`` is the code's ``k``)."""
+
+QUICK: dict[str, Any] = {"groups": 10, "group_size": 10, "k": 5, "hidden": 256, "epochs": 20, "batch_size": 100,
+                         "lr": 1e-3}
+"""The default run, sized for the 8x8 digits and about a minute on two CPU cores: 10
+groups of 10 with 5 active, the reference's layout at half its width."""
+
+FULL: dict[str, Any] = {"groups": 20, "group_size": 20, "k": 10, "hidden": 512, "epochs": 100, "batch_size": 100,
+                        "lr": 1e-3}
+"""The ``full`` preset: the AIMLE seed's ``torch-vae-cli`` run (``--code-m 20 --code-n 20
+-K 10``, 512/256 units, 100 epochs of batch 100, Adam at 1e-3), for a GPU; with
+``data`` pointing at MNIST's files it is the papers' experiment."""
+
+IDENTITY_KEYS = ("data", "groups", "group_size", "k", "hidden", "estimator", "options", "epochs", "batch_size", "lr",
+                 "seed", "full")
+"""The settings that a resumed run must share with its checkpoint."""
+
+
+@dataclass
+class VaeConfig:
+    """Everything that defines a discrete-VAE run; checked when made.
+
+    Attributes:
+        out: Output folder (checkpoint, metrics.json, plots).
+        data: A folder with MNIST's IDX files (:func:`combgrad.tasks._digits.load_mnist`);
+            None uses scikit-learn's bundled 8x8 digits and their fixed split.
+            Pixels are binarised at 0.5.
+        groups: Latent groups ``m`` (None: the preset's).
+        group_size: Scores per group ``n`` (None: the preset's).
+        k: Active entries per group (None: the preset's); ``0 < k < n``.
+        hidden: Width of the wider hidden layer (None: the preset's).
+        estimator: A registered estimator name (aimle, imle, perturbation, ste, ...).
+        options: Estimator options, over :data:`ESTIMATOR_DEFAULTS`.
+        epochs: Training epochs (None: the preset's).
+        batch_size: Images per step (None: the preset's).
+        lr: Adam's learning rate (None: the preset's).
+        seed: Seed of the weights, the batch order and the estimator's noise.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        resume: Continue from ``out/checkpoint.pt`` when it exists.
+        progress: Show a tqdm progress bar.
+        plots: Write the PNG plots at the end.
+        full: The :data:`FULL` preset (the seed's MNIST run) for the settings left at None.
+
+    Raises:
+        ValueError: Naming the first setting that is out of range.
+
+    Example:
+        >>> config = VaeConfig(estimator="imle")
+        >>> config.groups, config.group_size, config.k, config.resolved_options()
+        (10, 10, 5, {'k': 5})
+    """
+
+    out: str = "runs/vae/default"
+    data: str | None = None
+    groups: int | None = None
+    group_size: int | None = None
+    k: int | None = None
+    hidden: int | None = None
+    estimator: str = "aimle"
+    options: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    plots: bool = True
+    full: bool = False
+
+    def __post_init__(self) -> None:
+        owner = "vae"
+        self.full = check_bool(owner, "full", self.full)
+        preset = FULL if self.full else QUICK
+        # Settings left at None take the preset's value; every value is stored as a
+        # plain Python number (a checkpoint records them and loads with weights_only).
+        for name in ("groups", "group_size", "k", "hidden", "epochs", "batch_size"):
+            value = preset[name] if getattr(self, name) is None else getattr(self, name)
+            setattr(self, name, check_positive_int(owner, name, value))
+        if int(self.k or 0) >= int(self.group_size or 0):
+            raise ValueError(f"{owner}: k must be an integer < group_size = {self.group_size}, got {self.k}")
+        self.lr = check_number(owner, "lr", preset["lr"] if self.lr is None else self.lr, positive=True)
+        self.seed = check_positive_int(owner, "seed", self.seed, minimum=0)
+        if self.data is not None and not isinstance(self.data, str):
+            raise ValueError(f"{owner}: data must be a folder name or None, got {self.data!r}")
+        for name in ("resume", "progress", "plots"):
+            setattr(self, name, check_bool(owner, name, getattr(self, name)))
+        if not isinstance(self.options, dict):
+            raise ValueError(f"{owner}: options must be a dict, got {type(self.options).__name__}")
+        check_estimator(owner, self.estimator)
+
+    def resolved_options(self) -> dict[str, Any]:
+        """The estimator options in effect: :data:`ESTIMATOR_DEFAULTS`, then ``options``
+        (and the sum-of-gamma ``k`` = the code's ``k``, for an estimator that takes it)."""
+        return _resolved_options(self.estimator, ESTIMATOR_DEFAULTS, self.options, int(self.k or 0))
+
+    def identity(self) -> dict[str, Any]:
+        """The settings of :data:`IDENTITY_KEYS`, as a checkpoint records them."""
+        return {key: value for key, value in asdict(self).items() if key in IDENTITY_KEYS}
+
+
+__all__ = ["ESTIMATOR_DEFAULTS", "FULL", "IDENTITY_KEYS", "QUICK", "VaeConfig"]

@@ -50,3 +50,28 @@ def negative_cost_solvers() -> str:
     ]
     return ", ".join(names)
 
+
+
+def refuse_negative_inputs(
+    owner: str, solver: Solver, inputs: Iterable[tuple[str, torch.Tensor]], remedy: str
+) -> None:
+    """Refuse negative entries in the inputs a loss is about to solve, when the solver
+    would clip or refuse them (``accepts_negative = False``): the loss of the clipped
+    problem would be wrong, silently.
+
+    Args:
+        owner: The loss's name, for the message.
+        solver: The resolved solver.
+        inputs: ``(description, values)`` of each input the loss solves.
+        remedy: What else the user can do, after "use a solver that accepts negative costs".
+    """
+    if getattr(solver, "accepts_negative", True) is not False:
+        return
+    for description, values in inputs:
+        if values.numel() and bool((values < 0).any()):
+            raise ValueError(
+                f"{owner}: solver {getattr(solver, 'name', type(solver).__name__)!r} does not accept "
+                f"negative costs (accepts_negative = False: it would clip or refuse them), and "
+                f"{description} has entries down to {float(values.min()):.4g}; use a solver that "
+                f"accepts negative costs ({negative_cost_solvers()}), or {remedy}"
+            )

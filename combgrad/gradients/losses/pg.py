@@ -8,7 +8,7 @@ import torch
 
 from ..._checks import check_choice, check_number, check_theta
 from ..base import event_sum, score_sign, solve_scores
-from ._common import check_target, negative_cost_solvers, no_blame, resolve
+from ._common import check_target, no_blame, refuse_negative_inputs, resolve
 
 _PG_OPTIONS = ("solver", "step", "theta", "theta_true", "variant")
 
@@ -95,15 +95,8 @@ def pg(
         base = theta.detach()
         minus = base - width * costs_true
         inputs = [base + width * costs_true if variant == "central" else base, minus]
-        if getattr(solver, "accepts_negative", True) is False:
-            for values in inputs:
-                if values.numel() and bool((values < 0).any()):
-                    raise ValueError(
-                        f"{owner}: solver {getattr(solver, 'name', type(solver).__name__)!r} does not accept "
-                        f"negative costs (accepts_negative = False: it would clip or refuse them), and a "
-                        f"shifted input theta -/+ step * theta_true has entries down to {float(values.min()):.4g}; "
-                        f"use a solver that accepts negative costs ({negative_cost_solvers()}), or a smaller step"
-                    )
+        shifted = "a shifted input theta -/+ step * theta_true"
+        refuse_negative_inputs(owner, solver, [(shifted, values) for values in inputs], remedy="a smaller step")
         sign = score_sign(solver.sense)
         # Both shifted inputs in one solver call; theta and theta_true are checked,
         # so the solver input's check only catches an overflow of the shift.

@@ -9,7 +9,7 @@ import torch
 from ..._checks import check_theta, rename_deprecated
 from ...errors import OptionError
 from ..base import event_sum, score_sign, solve_scores
-from ._common import check_target, negative_cost_solvers, no_blame, resolve
+from ._common import check_target, no_blame, refuse_negative_inputs, resolve
 
 _SPO_PLUS_OPTIONS = ("solver", "theta", "theta_true", "y_true")
 
@@ -99,18 +99,8 @@ def spo_plus(
         y_true = check_target(owner, "y_true", y_true, theta).detach()
     with torch.no_grad():
         shifted = 2 * theta.detach() - costs_true
-        if getattr(solver, "accepts_negative", True) is False:
-            inputs = [("2 * theta - theta_true", shifted)]
-            if y_true is None:
-                inputs.append(("theta_true", costs_true))
-            for description, values in inputs:
-                if values.numel() and bool((values < 0).any()):
-                    raise ValueError(
-                        f"{owner}: solver {getattr(solver, 'name', type(solver).__name__)!r} does not accept "
-                        f"negative costs (accepts_negative = False: it would clip or refuse them), and "
-                        f"{description} has entries down to {float(values.min()):.4g}; use a solver that "
-                        f"accepts negative costs ({negative_cost_solvers()}), or keep theta >= theta_true / 2"
-                    )
+        inputs = [("2 * theta - theta_true", shifted)] + ([("theta_true", costs_true)] if y_true is None else [])
+        refuse_negative_inputs(owner, solver, inputs, remedy="keep theta >= theta_true / 2")
         # One solver call for both inputs; theta and theta_true were checked above,
         # so the solver input's check only catches an overflow of 2 * theta - theta_true.
         sign = score_sign(solver.sense)

@@ -330,7 +330,7 @@ def test_a_zero_coefficient_after_a_nonzero_one_is_honoured() -> None:
     was solved with instance 0's coefficient of x0 (and returned [3, 0.5])."""
     solver = cg.solvers.get("lp", A=[[1.0, 2.0]], b=[4.0], upper=3.0, sense="max")
     y = solver(torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64))
-    assert torch.equal(y, torch.tensor([[3.0, 0.5], [0.0, 2.0]], dtype=torch.float64))
+    torch.testing.assert_close(y, torch.tensor([[3.0, 0.5], [0.0, 2.0]], dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 def test_timeout_names_the_unfinished_instances() -> None:

@@ -103,7 +103,8 @@ def test_matches_scipy_highs(sense: str, n: int, inequalities: int, equalities: 
 
 
 def grid_flow(height: int, width: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
-    """PyEPO's grid arcs (right, then down, per node) and the flow equalities from node 0 to the last."""
+    """A grid's arcs (right and down from each node, in node order; PyEPO orders them by row) and
+    the flow equalities from node 0 to the last."""
     arcs = []
     for i in range(height):
         for j in range(width):

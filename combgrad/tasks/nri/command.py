@@ -45,8 +45,8 @@ def add_command(commands: Any) -> None:
     nri.add_argument("--strength", type=float, default=defaults.strength, help="spring constant (NRI's 0.1)")
     nri.add_argument("--encoder-hidden", type=int, default=None, help=f"encoder width (default {defaults.encoder_hidden})")
     nri.add_argument("--decoder-hidden", type=int, default=None, help=f"decoder width (default {defaults.decoder_hidden})")
-    nri.add_argument("--prediction-steps", type=int, default=defaults.prediction_steps,
-                     help=f"decoder rollout length between true states (default {defaults.prediction_steps})")
+    nri.add_argument("--prediction-steps", type=int, default=None,
+                     help="decoder rollout length between true states (default steps - 1: one rollout)")
     nri.add_argument("--threads", type=int, default=defaults.threads,
                      help=f"torch threads on the CPU (default {defaults.threads}: small batches run slower on more)")
     nri.add_argument("--full", action="store_true",

@@ -58,8 +58,8 @@ class NriConfig:
         encoder_hidden: Encoder width (None: 64, or 256 with ``full``).
         decoder_hidden: Decoder width (None: 64, or 256 with ``full``).
         prediction_steps: The decoder sees the true state every this many steps and
-            its own prediction in between (NRI's ``prediction_steps``; ``steps - 1``
-            is one rollout from the first state).
+            its own prediction in between (NRI's ``prediction_steps``; None:
+            ``steps - 1``, one rollout from the first state, the seed's 9 at T=10).
         epochs: Training epochs (None: 20, or :data:`FULL`'s).
         batch_size: Systems per step (None: 64, or :data:`FULL`'s).
         lr: Adam's learning rate (None: 1e-3, or :data:`FULL`'s).
@@ -96,7 +96,7 @@ class NriConfig:
     strength: float = 0.1
     encoder_hidden: int | None = None
     decoder_hidden: int | None = None
-    prediction_steps: int = 9
+    prediction_steps: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -128,7 +128,9 @@ class NriConfig:
         self.steps = check_positive_int(owner, "steps", self.steps, minimum=2)
         self.sample_every = check_positive_int(owner, "sample_every", self.sample_every)
         self.strength = check_number(owner, "strength", self.strength, positive=True)
-        self.prediction_steps = check_positive_int(owner, "prediction_steps", self.prediction_steps)
+        self.prediction_steps = check_positive_int(
+            owner, "prediction_steps", self.steps - 1 if self.prediction_steps is None else self.prediction_steps
+        )
         if self.prediction_steps > self.steps - 1:
             raise ValueError(
                 f"{owner}: prediction_steps must be an integer <= steps - 1 = {self.steps - 1}, "

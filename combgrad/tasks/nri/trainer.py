@@ -123,16 +123,13 @@ def _order(count: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def evaluate_split(
-    model: NRIModel, trajectories: torch.Tensor, trees: torch.Tensor, prediction_steps: int
-) -> dict[str, float]:
+def evaluate_split(model: NRIModel, trajectories: torch.Tensor, trees: torch.Tensor) -> dict[str, float]:
     """Edge metrics of the exact trees (``model.eval()``) and the reconstruction MSE on one split.
 
     Args:
         model: The model (put in ``eval()`` mode here and left so).
         trajectories: Scaled trajectories ``[N, T, n, 4]`` on the model's device.
         trees: True adjacencies ``[N, n, n]``.
-        prediction_steps: The decoder's rollout length (see :meth:`.model.Decoder.rollout`).
 
     Returns:
         ``edge_accuracy``, ``precision``, ``recall`` and ``reconstruction_mse`` (mean
@@ -223,7 +220,7 @@ def _train(
     seed_everything(config.seed)
     model = NRIModel(
         layer, steps=config.steps, features=FEATURES, encoder_hidden=int(config.encoder_hidden or 0),
-        decoder_hidden=int(config.decoder_hidden or 0), prediction_steps=config.prediction_steps,
+        decoder_hidden=int(config.decoder_hidden or 0), prediction_steps=int(config.prediction_steps or 1),
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(config.lr or 0))
     batch_size = int(config.batch_size or 0)
@@ -257,7 +254,7 @@ def _train(
 
     def evaluate(epoch: int) -> dict[str, Any]:
         start = time.perf_counter()
-        records = {name: evaluate_split(model, *tensors[name], config.prediction_steps) for name in ("val", "test")}
+        records = {name: evaluate_split(model, *tensors[name]) for name in ("val", "test")}
         return {"eval_seconds": time.perf_counter() - start, **records}
 
     def save(epochs_done: int, history: list[dict[str, Any]]) -> None:

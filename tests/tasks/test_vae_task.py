@@ -32,8 +32,10 @@ def test_config_presets_and_checks() -> None:
     assert (full.groups, full.group_size, full.k, full.hidden) == (20, 20, 10, 512) == tuple(
         FULL[name] for name in ("groups", "group_size", "k", "hidden"))
     assert VaeConfig(full=True, epochs=2).epochs == 2
-    assert VaeConfig(estimator="imle", k=3).resolved_options() == {"k": 3}
-    assert VaeConfig(estimator="imle", options={"k": 1}).resolved_options() == {"k": 1}
+    assert VaeConfig(estimator="imle", k=3).resolved_options() == {"k": 3, "noise_scale": 0.1}
+    assert VaeConfig(estimator="imle", options={"k": 1, "noise_scale": 2.0}).resolved_options() == {
+        "k": 1, "noise_scale": 2.0}
+    assert VaeConfig(estimator="ste").resolved_options() == {}  # no noise to scale
     with pytest.raises(ValueError, match=r"vae: k must be an integer < group_size = 10, got 10"):
         VaeConfig(k=10)
     with pytest.raises(ValueError, match=r"vae: groups must be an integer >= 1, got 0"):

@@ -43,8 +43,10 @@ def add_command(commands: Any) -> None:
     nri.add_argument("--particles", type=int, default=defaults.particles, help="particles (tree vertices) per system")
     nri.add_argument("--steps", type=int, default=defaults.steps, help="observed time steps T")
     nri.add_argument("--strength", type=float, default=defaults.strength, help="spring constant (NRI's 0.1)")
-    nri.add_argument("--encoder-hidden", type=int, default=None, help=f"encoder width (default {defaults.encoder_hidden})")
-    nri.add_argument("--decoder-hidden", type=int, default=None, help=f"decoder width (default {defaults.decoder_hidden})")
+    nri.add_argument("--encoder-hidden", type=int, default=None,
+                     help=f"encoder width (default {defaults.encoder_hidden})")
+    nri.add_argument("--decoder-hidden", type=int, default=None,
+                     help=f"decoder width (default {defaults.decoder_hidden})")
     nri.add_argument("--prediction-steps", type=int, default=None,
                      help="decoder rollout length between true states (default steps - 1: one rollout)")
     nri.add_argument("--threads", type=int, default=defaults.threads,
@@ -66,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         n_val=args.n_val, n_test=args.n_test, data_seed=args.data_seed, particles=args.particles,
         steps=args.steps, strength=args.strength, encoder_hidden=args.encoder_hidden,
         decoder_hidden=args.decoder_hidden, prediction_steps=args.prediction_steps, seed=args.seed,
-        device=args.device, threads=args.threads, resume=args.resume, progress=not args.quiet, full=args.full, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr,
+        device=args.device, threads=args.threads, resume=args.resume, progress=not args.quiet, full=args.full,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
     )
     if not args.out:
         config.out = f"runs/nri/{config.estimator}-seed{config.seed}"

@@ -10,10 +10,12 @@ the training set's standard deviation of positions and of velocities), up to its
 constant, i.e. half the squared error summed over a system's steps, particles and
 features, averaged over the systems. (Summed per system as in NRI rather than averaged
 over its entries, so that the upstream gradient of a tree is not 360 times smaller:
-I-MLE's and blackbox's ``lam`` are relative to it.) The KL term is left out: against a uniform prior over trees it is the negative entropy
-of the perturb-and-MAP distribution, which has no closed form, and the AIMLE seed's
-runs train on the reconstruction alone too. Val and test are evaluated after every
-epoch. Outputs under ``config.out``:
+I-MLE's and blackbox's ``lam`` are relative to it.) The KL term is left out: against a
+uniform prior over trees it is, up to a constant, the negative entropy of the
+perturb-and-MAP distribution, which has no closed form (the stochastic-softmax-trick
+code behind the seed's runs estimates a KL from its Gumbel draws; any estimator here
+trains on the reconstruction alone). Val and test are evaluated after every epoch.
+Outputs under ``config.out``:
 
 * ``data/``: the simulated springs systems (:mod:`.data`), reused when the settings match.
 * ``checkpoint.pt``: model (encoder, decoder and the estimator's adaptive state),
@@ -202,7 +204,8 @@ def _train(
     out = Path(config.out)
     checkpoint = Checkpoint(out / "checkpoint.pt", owner="nri", identity=config.identity())
     saved = checkpoint.read() if config.resume else None
-    # The layer before the data (it draws no random numbers): bad options fail at once.
+    # The layer before the data, so that bad options fail at once (its probe's random
+    # draws are reseeded before training).
     solver = TimedSolver(get_solver("spanning_tree", sense="max"))
     layer = build_layer(config, solver)
 

@@ -36,6 +36,9 @@ def _demo(args: argparse.Namespace) -> int:
     symmetric = torch.rand(batch, 30, 30, generator=generator)
     item_weights = torch.randint(1, 101, (50,), generator=generator)
     capacity = int(item_weights.sum()) // 2
+    # PyEPO's 5x5 shortest-path grid: arcs to the right and downwards, node r * 5 + c.
+    grid_edges = [(r * 5 + c, r * 5 + c + 1) for r in range(5) for c in range(4)]
+    grid_edges += [(r * 5 + c, (r + 1) * 5 + c) for r in range(4) for c in range(5)]
     problems: dict[str, tuple[dict[str, Any], torch.Tensor]] = {
         "argmax": ({}, torch.randn(batch, 20, generator=generator)),
         "topk": ({"k": 5}, torch.randn(batch, 20, generator=generator)),
@@ -50,8 +53,15 @@ def _demo(args: argparse.Namespace) -> int:
             {"A": item_weights[None].double(), "b": [capacity], "sense": "max"},
             torch.rand(min(batch, 64), 50, generator=generator),
         ),
+        "lp": (  # the knapsack's LP relaxation
+            {"A": item_weights[None].double(), "b": [capacity], "upper": 1.0, "sense": "max"},
+            torch.rand(min(batch, 64), 50, generator=generator),
+        ),
+        "graph_shortest_path": ({"edges": grid_edges}, torch.rand(batch, len(grid_edges), generator=generator)),
+        "ranks": ({}, torch.randn(batch, 20, generator=generator)),
+        "tsp": ({"num_nodes": 10}, torch.rand(min(batch, 16), 45, generator=generator)),
     }
-    print(f"{'solver':<16}{'sense':<7}{'input shape':<18}{'ms / batch':>12}")
+    print(f"{'solver':<21}{'sense':<7}{'input shape':<18}{'ms / batch':>12}")
     for name, (options, theta) in problems.items():
         if name not in cg.solvers.names():
             continue
@@ -60,7 +70,7 @@ def _demo(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         solver(theta)
         elapsed_ms = 1e3 * (time.perf_counter() - start)
-        print(f"{name:<16}{solver.sense:<7}{str(tuple(theta.shape)):<18}{elapsed_ms:>12.2f}")
+        print(f"{name:<21}{solver.sense:<7}{str(tuple(theta.shape)):<18}{elapsed_ms:>12.2f}")
     return 0
 
 

@@ -168,7 +168,9 @@ def test_demo_solves_with_every_built_in_solver(capsys) -> None:
     assert cli.main(["demo", "--batch", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     solved = {line.split()[0] for line in lines[1:]}
-    assert solved == {"argmax", "topk", "shortest_path", "spanning_tree", "assignment", "knapsack", "ilp"}
+    built_in = {"argmax", "topk", "shortest_path", "spanning_tree", "assignment", "knapsack", "ilp", "lp",
+                "graph_shortest_path", "ranks", "tsp"}
+    assert solved == built_in
     assert all(float(line.split()[-1]) >= 0 for line in lines[1:])
 
 

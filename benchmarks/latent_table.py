@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             results["wall_seconds"] = time.perf_counter() - started
             results["load_average"] = {"start": load_before, "now": _load()}
             atomic_write_json(results, json_path)
+        results["wall_seconds"] = time.perf_counter() - started
+        results["load_average"] = {"start": load_before, "now": _load()}
+        atomic_write_json(results, json_path)  # with the notes of estimators skipped after the last run
         tables.append(_markdown(task, entry, args, command))
         text = "\n\n".join(tables) + (
             f"\n\nWall time {time.perf_counter() - started:.0f} s on {os.cpu_count()} CPU(s); load average "

@@ -128,5 +128,5 @@ def test_the_full_preset_fills_what_is_not_given() -> None:
     assert config.n_train == FULL["train"] and config.encoder_hidden == 256 and config.lr == FULL["lr"]
     assert config.epochs == 3
     default = NriConfig()
-    assert (default.n_train, default.encoder_hidden, default.batch_size) == (2000, 64, 64)
+    assert (default.n_train, default.encoder_hidden, default.batch_size) == (2000, 64, 32)
     assert default.prediction_steps == 9 and NriConfig(steps=5).prediction_steps == 4  # one rollout: steps - 1

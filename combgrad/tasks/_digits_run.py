@@ -178,6 +178,18 @@ def fit(
     Raises:
         ValueError: With ``resume``, on a checkpoint that is unreadable or holds
             another configuration; or if it holds no epochs to report.
+
+    Example:
+        >>> import tempfile
+        >>> model, (layer, solver) = nn.Linear(3, 3), topk_layer("demo", "ste", {}, 1)
+        >>> x = torch.rand(8, 3)
+        >>> fitted = fit(owner="demo", out=Path(tempfile.mkdtemp()), identity={}, resume=False, seed=0, epochs=2,
+        ...              batch_size=4, lr=0.1, model=model, layer=layer, solver=solver, train_tensors=(x,),
+        ...              loss_of=lambda batch: -(layer(model(batch[0])) * batch[0]).mean(),
+        ...              evaluate=lambda: {"test": {}}, describe=str, device=torch.device("cpu"), progress=False,
+        ...              log=lambda line: None)
+        >>> [record["epoch"] for record in fitted.history], solver.calls
+        ([1, 2], 4)
     """
     checkpoint = Checkpoint(out / "checkpoint.pt", owner=owner, identity=identity)
     saved = checkpoint.read() if resume else None

@@ -114,23 +114,24 @@ class _Killed(Exception):
 
 
 @pytest.mark.parametrize("estimator, options", [("aimle", {"samples": 2}), ("ste", {})])
-def test_resume_gives_the_uninterrupted_result(tmp_path: Path, estimator: str, options: dict) -> None:
-    uninterrupted = train(_tiny(tmp_path / "a", estimator=estimator, options=options), log=lambda line: None)
+def test_resume_gives_the_uninterrupted_result(tmp_path: Path, estimator: str, options: dict, device: str) -> None:
+    """On every available device (the data, model and solver live there)."""
+    uninterrupted = train(_tiny(tmp_path / "a", estimator=estimator, options=options, device=device), log=lambda line: None)
 
     def kill_after_first(epoch: int, record: dict) -> None:
         if epoch == 1:
             raise _Killed
 
     with pytest.raises(_Killed):
-        train(_tiny(tmp_path / "b", estimator=estimator, options=options), log=lambda line: None,
+        train(_tiny(tmp_path / "b", estimator=estimator, options=options, device=device), log=lambda line: None,
               on_epoch_end=kill_after_first)
     lines: list[str] = []
-    resumed = train(_tiny(tmp_path / "b", estimator=estimator, options=options, resume=True), log=lines.append)
+    resumed = train(_tiny(tmp_path / "b", estimator=estimator, options=options, resume=True, device=device), log=lines.append)
     assert any("resuming" in line for line in lines)
     assert resumed["final"] == uninterrupted["final"]
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in uninterrupted["history"]]
     with pytest.raises(ValueError, match=r"cannot resume from .*its configuration differs in \['k'\]"):
-        train(_tiny(tmp_path / "b", estimator=estimator, options=options, resume=True, k=3), log=lambda line: None)
+        train(_tiny(tmp_path / "b", estimator=estimator, options=options, resume=True, k=3, device=device), log=lambda line: None)
 
 
 def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,7 +85,9 @@ class Digits:
         return {"train": len(self.train_images), "test": len(self.test_images)}
 
 
-def split_indices(count: int, *, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    count: int, *, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of ``range(count)``: (train indices, test indices), each sorted.
 
     Example:
@@ -112,7 +114,9 @@ def load_digits() -> Digits:
     try:
         from sklearn import datasets
     except ImportError as error:
-        raise ModuleNotFoundError(f"the digits data set comes with scikit-learn, which is not installed: {_EXTRA}") from error
+        raise ModuleNotFoundError(
+            f"the digits data set comes with scikit-learn, which is not installed: {_EXTRA}"
+        ) from error
     bunch = datasets.load_digits()
     images = (np.asarray(bunch.images, dtype=np.float32) / 16.0).astype(np.float32)
     labels = np.asarray(bunch.target, dtype=np.int64)
@@ -124,7 +128,9 @@ def _find(folder: Path, name: str) -> Path:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"mnist: {folder} holds no {name} (nor {name}.gz); it must hold {', '.join(MNIST_FILES.values())}")
+    raise FileNotFoundError(
+        f"mnist: {folder} holds no {name} (nor {name}.gz); it must hold {', '.join(MNIST_FILES.values())}"
+    )
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -154,7 +160,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: not a readable gzip file ({error})") from error
     if len(content) < 4 or content[0] != 0 or content[1] != 0 or content[2] not in _IDX_TYPES:
         raise ValueError(
-            f"{path}: not an IDX file (its magic number must be 00 00 <type 08-0E> <dims>, got {content[:4].hex(' ') or 'nothing'})"
+            f"{path}: not an IDX file (its magic number must be 00 00 <type 08-0E> <dims>, "
+            f"got {content[:4].hex(' ') or 'nothing'})"
         )
     dtype = np.dtype(_IDX_TYPES[content[2]])
     ndim = content[3]
@@ -164,7 +171,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     shape = tuple(int(value) for value in np.frombuffer(content, dtype=">i4", count=ndim, offset=4))
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(content) != expected:
-        raise ValueError(f"{path}: IDX header announces shape {shape} ({expected} bytes), but the file has {len(content)} bytes")
+        raise ValueError(
+            f"{path}: IDX header announces shape {shape} ({expected} bytes), but the file has {len(content)} bytes"
+        )
     return np.frombuffer(content, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -172,9 +181,13 @@ def _read_pair(folder: Path, images_name: str, labels_name: str) -> tuple[np.nda
     images_path, labels_path = _find(folder, images_name), _find(folder, labels_name)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{images_path}: MNIST images must be uint8 [N, H, W] (magic 00 00 08 03), got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{images_path}: MNIST images must be uint8 [N, H, W] (magic 00 00 08 03), got {images.dtype} {images.shape}"
+        )
     if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise ValueError(f"{labels_path}: MNIST labels must be uint8 [N] (magic 00 00 08 01), got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"{labels_path}: MNIST labels must be uint8 [N] (magic 00 00 08 01), got {labels.dtype} {labels.shape}"
+        )
     if len(images) != len(labels):
         raise ValueError(f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path}")
     if labels.size and labels.max() > 9:

@@ -49,19 +49,22 @@ class _Killed(Exception):
 
 
 @pytest.mark.parametrize("estimator, options", [("aimle", {}), ("perturbation", {"samples": 2})])
-def test_resume_gives_the_uninterrupted_result(tmp_path: Path, estimator: str, options: dict) -> None:
-    uninterrupted = train(_tiny(tmp_path / "a", estimator=estimator, options=options), log=lambda line: None)
+def test_resume_gives_the_uninterrupted_result(tmp_path: Path, estimator: str, options: dict, device: str) -> None:
+    """On every available device (the CUDA half runs the solver's torch backend on the GPU)."""
+    uninterrupted = train(_tiny(tmp_path / "a", estimator=estimator, options=options, device=device),
+                          log=lambda line: None)
 
     def kill_after_first(epoch: int, record: dict) -> None:
         if epoch == 1:
             raise _Killed
 
     with pytest.raises(_Killed):
-        train(_tiny(tmp_path / "b", estimator=estimator, options=options), log=lambda line: None,
+        train(_tiny(tmp_path / "b", estimator=estimator, options=options, device=device), log=lambda line: None,
               on_epoch_end=kill_after_first)
     assert not (tmp_path / "b" / "metrics.json").exists()
     lines: list[str] = []
-    resumed = train(_tiny(tmp_path / "b", estimator=estimator, options=options, resume=True), log=lines.append)
+    resumed = train(_tiny(tmp_path / "b", estimator=estimator, options=options, device=device, resume=True),
+                    log=lines.append)
     assert any("resuming" in line and "after epoch 1" in line for line in lines)
     for a, b in zip(uninterrupted["history"], resumed["history"], strict=True):
         for key in ("epoch", "loss", "lr", "val", "test"):
@@ -73,6 +76,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path: Path, estimator: str, o
         assert torch.equal(tensor, second[name]), name
     if estimator == "aimle":  # the estimator's adaptive state travels in the model's state dict
         assert any(name.startswith("layer.") for name in first)
+    assert resumed["config"]["device"].startswith(device)
 
 
 def test_the_command_resumes_and_refuses_another_configuration(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -131,7 +131,8 @@ def test_warcraft_data_reports_bad_counts(tmp_path: Path, capsys) -> None:
 
 
 def test_each_subcommand_is_one_parser_function() -> None:
-    """The subcommands come from SUBCOMMANDS, so one more (``combgrad list``) is one more entry."""
+    """The subcommands come from SUBCOMMANDS, so one more (``combgrad list``) is one more entry,
+    and the tasks' from their own ``command.py``, one per name in TASK_COMMANDS."""
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -139,7 +140,8 @@ def test_each_subcommand_is_one_parser_function() -> None:
     for add in cli.SUBCOMMANDS:
         add(commands)
     assert sorted(commands.choices) == ["demo", "list", "warcraft", "warcraft-data"]
-    assert sorted(cli.build_parser()._subparsers._group_actions[0].choices) == ["demo", "list", "warcraft", "warcraft-data"]
+    every = ["demo", "l2x", "list", "nri", "pto", "vae", "warcraft", "warcraft-data"]
+    assert sorted(cli.build_parser()._subparsers._group_actions[0].choices) == every
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import warcraft  # FIXME(lead): the new tasks once they exist
+    from . import l2x, nri, pto, vae, warcraft
 
 __all__ = ["l2x", "nri", "pto", "vae", "warcraft"]
 

@@ -21,6 +21,10 @@ selection):
   same test image, averaged over the test images, then mean ± sd over the pairs
   of seeds (two independent uniform choices of 8 of 64 pixels give 0.067).
 
+Runs use one torch and numba thread (``--threads``): on a shared 2-core machine
+torch's two default threads spin against the other jobs, and two L2X epochs took
+13 s with one thread and 78 s with two (load average 5; the same results).
+
 Each run's folder (``--runs``/<task>/<estimator>-seed<seed>) keeps its outputs; a
 run whose ``metrics.json`` is already there with the same settings is read back
 instead of trained again (delete the folder to re-run it). The tables are

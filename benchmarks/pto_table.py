@@ -188,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.5, help="PyEPO's tutorials' noise half-width (default 0.5)")
     parser.add_argument("--out", default="runs/pto_table/table.json")
     parser.add_argument("--quick", action="store_true", help="100 instances, 1 epoch, 1 seed: a smoke run")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for both libraries (default: torch's own, the cores); "
+                        "on a loaded 2-core machine one thread avoids torch's waits for a descheduled thread")
     args = parser.parse_args(argv)
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     if args.quick:
         args.n_train, args.n_test, args.epochs, args.seeds = 100, 100, 1, args.seeds[:1]
     cg.set_num_threads(1)  # PyEPO solves on one process; the machine's cores are shared

@@ -36,6 +36,8 @@ def test_config_presets_and_checks() -> None:
     assert VaeConfig(estimator="imle", options={"k": 1, "noise_scale": 2.0}).resolved_options() == {
         "k": 1, "noise_scale": 2.0}
     assert VaeConfig(estimator="ste").resolved_options() == {}  # no noise to scale
+    assert VaeConfig().resolved_options() == {"symmetric": True, "k": 5, "noise_scale": 0.1}  # aimle
+    assert VaeConfig(options={"symmetric": False}).resolved_options()["symmetric"] is False
     with pytest.raises(ValueError, match=r"vae: k must be an integer < group_size = 10, got 10"):
         VaeConfig(k=10)
     with pytest.raises(ValueError, match=r"vae: groups must be an integer >= 1, got 0"):

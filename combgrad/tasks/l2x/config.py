@@ -16,7 +16,8 @@ Tried on the default run (seed 0, one run each, test accuracy): with their own
 defaults AIMLE 0.986, I-MLE 0.953, perturbation 0.889, score function 0.886, relaxed
 top-k 0.844, STE 0.647; at noise scale 0.1 (the VAE's setting) AIMLE 0.983, I-MLE
 0.978, perturbation 0.811, score function 0.593: no one setting is better for all,
-so none is imposed."""
+so none is imposed. AIMLE's central difference (``symmetric=True``, the VAE's
+setting) gave 0.952 ± 0.014 over seeds 0-2, against 0.976 ± 0.004 one-sided."""
 
 QUICK = {"hidden": 200, "epochs": 30, "batch_size": 50, "lr": 1e-3}
 """The default run's sizes: about a minute on two CPU cores for the 8x8 digits."""

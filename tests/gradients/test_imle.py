@@ -6,13 +6,13 @@ apply; its backward is checked exactly against the defining formula
 called directly (``y*(s) = solver(s)`` for "max", ``solver(-s)`` for "min").
 """
 
-import math
-
 import pytest
 import torch
 
 import combgrad as cg
 from combgrad.gradients import noise
+
+from _pyepo_grid import PyEPOGridDP  # tests/ is on sys.path (conftest)
 
 
 def random_problem(solver_name, seed, batch=4):
@@ -318,23 +318,6 @@ def test_symmetric_matches_pyepo_implicit_mle_two_sides():
     optmodel = shortestPathModel(grid=(5, 5))
     arcs = list(optmodel.arcs)
 
-    class GridDP:
-        name, sense, event_ndim = "grid_dp", "min", 1
-
-        def __call__(self, costs):
-            out = torch.zeros_like(costs)
-            for row, c in enumerate(costs.tolist()):
-                best, parent = [0.0] + [math.inf] * 24, [None] * 25
-                for node in range(25):
-                    for arc, (tail, head) in enumerate(arcs):
-                        if tail == node and best[node] + c[arc] < best[head]:
-                            best[head], parent[head] = best[node] + c[arc], arc
-                node = 24
-                while node != 0:
-                    out[row, parent[node]] = 1.0
-                    node = arcs[parent[node]][0]
-            return out
-
     batch, samples, sigma, lam = 3, 4, 1.0, 2.0
     generator = torch.Generator().manual_seed(0)
     costs = torch.rand(batch, 40, generator=generator, dtype=torch.float64) * 2 + 0.1
@@ -359,7 +342,7 @@ def test_symmetric_matches_pyepo_implicit_mle_two_sides():
         estimator = cg.gradients.get(
             "imle", samples=samples, noise="normal", noise_scale=sigma, lam=lam, symmetric=True, divide_by_lam=True
         )
-        y, grad = gradient(estimator, GridDP(), costs, dy)
+        y, grad = gradient(estimator, PyEPOGridDP(arcs), costs, dy)
     finally:
         patched.undo()
     assert torch.allclose(y, reference_y.detach().to(torch.float64), atol=1e-6)

@@ -20,6 +20,8 @@ from combgrad.errors import OptionError
 from combgrad.gradients.base import draw_noise
 from combgrad.solvers import BatchSolver
 
+from _pyepo_grid import PyEPOGridDP  # tests/ is on sys.path (conftest)
+
 
 def fixed_noise_fenchel_young(y_true, seed=0, **options):
     def loss(theta):
@@ -496,7 +498,7 @@ def test_multiplicative_fenchel_young_matches_pyepo_perturbed_fenchel_young_mul(
 
     optmodel = shortestPathModel(grid=(5, 5))
     arcs = list(optmodel.arcs)
-    graph_solver = _pyepo_grid_solver(arcs)
+    graph_solver = PyEPOGridDP(arcs)
     batch, samples, sigma, seed = 3, 5, 0.7, 135
     generator = torch.Generator().manual_seed(1)
     costs = torch.rand(batch, 40, generator=generator, dtype=torch.float64) * 2 + 0.1
@@ -524,28 +526,6 @@ def test_multiplicative_fenchel_young_matches_pyepo_perturbed_fenchel_young_mul(
     assert bool((loss >= 0).all()) and grad.abs().sum() > 0
 
 
-def _pyepo_grid_solver(arcs):
-    """Exact min-cost path from node 0 to 24 over PyEPO's 5x5 grid arcs (right and down: node order
-    is topological), as a combgrad solver object; independent of PyEPO's Gurobi model."""
-
-    class GridDP:
-        name, sense, event_ndim = "grid_dp", "min", 1
-
-        def __call__(self, costs):
-            out = torch.zeros_like(costs)
-            for row, c in enumerate(costs.tolist()):
-                best, parent = [0.0] + [math.inf] * 24, [None] * 25
-                for node in range(25):
-                    for arc, (tail, head) in enumerate(arcs):
-                        if tail == node and best[node] + c[arc] < best[head]:
-                            best[head], parent[head] = best[node] + c[arc], arc
-                node = 24
-                while node != 0:
-                    out[row, parent[node]] = 1.0
-                    node = arcs[parent[node]][0]
-            return out
-
-    return GridDP()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -17,7 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 from .tasks._training.arguments import add_estimator_arguments, add_run_arguments
+from .tasks._training.devices import free_cores_for_torch
 
 USER_ERRORS = (ValueError, KeyError, OSError)
 """Errors that report a user's mistake (never a bug's traceback worth showing):
@@ -305,11 +308,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         2
     """
     args = build_parser().parse_args(argv)
+    threads = _torch_threads_for_this_run()
     try:
         return int(args.run(args))
     except USER_ERRORS as error:
         print(f"combgrad {args.command}: error: {_message(error)}", file=sys.stderr)
         return 2
+    finally:
+        if threads is not None:
+            torch.set_num_threads(threads)  # main() called in-process leaves torch as it found it
+
+
+def _torch_threads_for_this_run() -> int | None:
+    """Fewer torch threads on a busy machine (see ``free_cores_for_torch``); returns the setting to restore.
+
+    Silent: a speed setting. Float results can differ in the last bits with the
+    thread count (torch splits its reductions by thread), as they do between machines.
+    """
+    before = torch.get_num_threads()
+    threads = free_cores_for_torch()
+    if threads is None or threads >= before:
+        return None
+    torch.set_num_threads(threads)
+    return before
 
 
 if __name__ == "__main__":

@@ -191,3 +191,33 @@ def test_list_filters_by_kind_and_name(capsys) -> None:
     assert cli.main(["list", "estimators", "--name", "blackbox"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("estimators:\n  blackbox\n    lam=10.0") and "solvers:" not in out
+
+
+def test_a_busy_machine_gets_fewer_torch_threads_for_the_command_and_main_restores_them(monkeypatch) -> None:
+    """Torch's threads wait for each other at every parallel operation; with other processes
+    on the cores a command runs 5-80x slower, so it starts with the free cores only."""
+    import os
+
+    import torch
+
+    from combgrad.solvers import parallel
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    if min(before, parallel.usable_cores()) < 2:
+        pytest.skip("needs torch on at least 2 usable cores")
+    seen = []
+    monkeypatch.setattr(cli, "_list", lambda args: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.setattr(parallel, "_running_tasks", lambda: cores)  # all cores but one busy elsewhere
+    assert cli.main(["list"]) == 0
+    assert seen == [1] and torch.get_num_threads() == before
+
+    monkeypatch.setattr(parallel, "_running_tasks", lambda: 1)  # an idle machine: torch as it was
+    assert cli.main(["list"]) == 0
+    assert seen[-1] == before
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice is kept
+    monkeypatch.setattr(parallel, "_running_tasks", lambda: cores)
+    assert cli.main(["list"]) == 0
+    assert seen[-1] == before

@@ -52,3 +52,37 @@ def synchronize(device: torch.device) -> None:
 
 
 __all__ = ["resolve_device", "synchronize"]
+
+
+def free_cores_for_torch() -> int | None:
+    """Torch intra-op threads for a run starting now: the usable cores that other
+    running processes leave free (at least 1), never more than torch's current
+    setting; None to leave torch as it is (``OMP_NUM_THREADS`` set by the user, or
+    the machine's load unknown).
+
+    Why: torch's parallel operations wait at a barrier for every one of their
+    threads. On a machine whose cores are busy with other processes a thread is
+    often descheduled, and each operation then waits a scheduler time slice: on
+    2 cores with one other busy process, 12,800-element ``log``/``exp``/indexing
+    steps took 6-7 ms each with torch's 2 threads against microseconds with one,
+    and the task runs 5-80x slower. The numba solvers follow the same rule per
+    call (:mod:`combgrad.solvers.parallel`); torch's setting is chosen once, when a
+    command starts.
+
+    Example:
+        >>> threads = free_cores_for_torch()
+        >>> threads is None or 1 <= threads <= torch.get_num_threads()
+        True
+    """
+    import os
+
+    from ...solvers import parallel
+
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    running = parallel._running_tasks()
+    if running is None:
+        return None
+    others = running - 1  # this process's one running thread, before any torch work
+    cpus = os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), parallel.usable_cores(), cpus - others))

@@ -10,6 +10,7 @@ when :func:`from_pyepo` is called.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from functools import partial
 from typing import Any
@@ -31,6 +32,10 @@ def _solve(model: Any, costs: np.ndarray) -> np.ndarray:
     return np.asarray(solution, dtype=np.float64)
 
 
+_ONE_SOLVE_AT_A_TIME = threading.Lock()
+"""Held around each solve on a rebuilt model (see :func:`_solve_rebuilt`)."""
+
+
 def _solve_rebuilt(spec: Any, key: str, costs: np.ndarray) -> np.ndarray:
     """Solve on this thread's copy of the model, rebuilt once from its ``ModelSpec``.
 
@@ -38,8 +43,16 @@ def _solve_rebuilt(spec: Any, key: str, costs: np.ndarray) -> np.ndarray:
     that neither pickle nor tolerate two threads; PyEPO's own parallel solves
     send ``optModel.to_spec()`` to each worker and rebuild the model there, and
     so does this function (once per worker process or thread, then cached).
+
+    The solves of one process run one at a time: Gurobi installs its own SIGINT
+    handler for the length of each ``optimize`` and then puts back the one it
+    found, so two threads optimizing at once could leave Gurobi's handler in
+    place for good (one saves the other's), after which a Ctrl-C killed the
+    process instead of raising KeyboardInterrupt. Worker processes, each with
+    its own lock, still solve in parallel; a thread executor gains nothing here.
     """
-    return _solve(cached_model(key, spec.build), costs)
+    with _ONE_SOLVE_AT_A_TIME:
+        return _solve(cached_model(key, spec.build), costs)
 
 
 class PyEPOSolver(FunctionSolver):

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import check_bool, check_number, check_positive_int
 from ..adapters import differentiable
 from ..gradients import names as gradient_names
 from ..gradients import options as gradient_options
@@ -50,6 +51,30 @@ def check_estimator(owner: str, estimator: object) -> str:
     if not isinstance(estimator, str) or estimator not in known:
         raise ValueError(f"{owner}: estimator must be a registered estimator ({', '.join(known)}), got {estimator!r}")
     return estimator
+
+
+def complete_run_settings(config: Any, owner: str, preset: Mapping[str, Any], sized: Sequence[str]) -> None:
+    """Check the settings both digits tasks share and fill those left at None, in place.
+
+    ``sized`` names the integer settings (network sizes, epochs, batch size) that
+    take ``preset``'s value when None; ``lr`` does too. Every value is stored as a
+    plain Python number, since a checkpoint records them and loads with weights_only.
+
+    Raises:
+        ValueError: Naming the setting, on a value that is not what it must be.
+    """
+    for name in sized:
+        value = preset[name] if getattr(config, name) is None else getattr(config, name)
+        setattr(config, name, check_positive_int(owner, name, value))
+    config.lr = check_number(owner, "lr", preset["lr"] if config.lr is None else config.lr, positive=True)
+    config.seed = check_positive_int(owner, "seed", config.seed, minimum=0)
+    if config.data is not None and not isinstance(config.data, str):
+        raise ValueError(f"{owner}: data must be a folder name or None, got {config.data!r}")
+    for name in ("resume", "progress", "plots"):
+        setattr(config, name, check_bool(owner, name, getattr(config, name)))
+    if not isinstance(config.options, dict):
+        raise ValueError(f"{owner}: options must be a dict, got {type(config.options).__name__}")
+    check_estimator(owner, config.estimator)
 
 
 def resolved_options(

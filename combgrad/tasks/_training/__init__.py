@@ -19,7 +19,7 @@ from .distributed import (
     world_from_environment,
 )
 from .files import atomic_folder, atomic_torch_save, atomic_write, atomic_write_json, clean_stale, json_safe
-from .loop import Progress, optimise_epoch, run_epochs
+from .loop import Progress, epoch_line, optimise_epoch, run_epochs
 from .metrics import share, summarise, totals
 from .plots import plot_curves, pyplot, save_figure
 from .randomness import rng_state, seed_everything, set_rng_state
@@ -43,6 +43,7 @@ __all__ = [
     "broadcast_buffers",
     "broadcast_object",
     "clean_stale",
+    "epoch_line",
     "gather_objects",
     "json_safe",
     "learning_rate_schedule",

@@ -175,4 +175,19 @@ def run_epochs(
     return history
 
 
-__all__ = ["Progress", "optimise_epoch", "run_epochs"]
+def epoch_line(record: dict[str, Any], epochs: int, metrics: str) -> str:
+    """The one log line of an epoch (runs without a progress bar): its loss, the task's
+    ``metrics`` text, and the training time with the solver's share.
+
+    Example:
+        >>> record = {"epoch": 2, "loss": 0.12345, "train_seconds": 0.0213, "solver_share": 0.25}
+        >>> epoch_line(record, 5, "test accuracy 0.961")
+        'epoch 2/5: loss 0.1235, test accuracy 0.961, 0.0213 s (solver 25.0%)'
+    """
+    return (
+        f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, {metrics}, "
+        f"{record['train_seconds']:.3g} s (solver {100 * record['solver_share']:.1f}%)"
+    )
+
+
+__all__ = ["Progress", "epoch_line", "optimise_epoch", "run_epochs"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..._checks import check_bool, check_number, check_positive_int
-from .._digits_run import check_estimator
+from ..._checks import check_bool, check_positive_int
+from .._digits_run import complete_run_settings
 from .._digits_run import resolved_options as _resolved_options
 
 ESTIMATOR_DEFAULTS: dict[str, dict[str, Any]] = {}
@@ -84,21 +84,8 @@ class L2xConfig:
         owner = "l2x"
         self.full = check_bool(owner, "full", self.full)
         preset = FULL if self.full else QUICK
-        # Settings left at None take the preset's value; every value is stored as a
-        # plain Python number (a checkpoint records them and loads with weights_only).
-        for name in ("hidden", "epochs", "batch_size"):
-            value = preset[name] if getattr(self, name) is None else getattr(self, name)
-            setattr(self, name, check_positive_int(owner, name, value))
-        self.lr = check_number(owner, "lr", preset["lr"] if self.lr is None else self.lr, positive=True)
+        complete_run_settings(self, owner, preset, ("hidden", "epochs", "batch_size"))
         self.k = check_positive_int(owner, "k", self.k)
-        self.seed = check_positive_int(owner, "seed", self.seed, minimum=0)
-        if self.data is not None and not isinstance(self.data, str):
-            raise ValueError(f"{owner}: data must be a folder name or None, got {self.data!r}")
-        for name in ("resume", "progress", "plots"):
-            setattr(self, name, check_bool(owner, name, getattr(self, name)))
-        if not isinstance(self.options, dict):
-            raise ValueError(f"{owner}: options must be a dict, got {type(self.options).__name__}")
-        check_estimator(owner, self.estimator)
 
     def resolved_options(self) -> dict[str, Any]:
         """The estimator options in effect: :data:`ESTIMATOR_DEFAULTS`, then ``options``

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from .._digits import load
 from .._digits_run import fit, topk_layer
-from .._training import atomic_write, atomic_write_json, plot_curves, resolve_device, seed_everything
+from .._training import atomic_write, atomic_write_json, epoch_line, plot_curves, resolve_device, seed_everything
 from .config import L2xConfig
 from .evaluation import evaluate
 from .model import L2XModel
@@ -153,12 +153,10 @@ def train(
 
 
 def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
+    """The per-epoch log line (runs without a progress bar)."""
+
     def describe(record: dict[str, Any]) -> str:
-        return (
-            f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, test accuracy "
-            f"{record['test']['accuracy']:.3f}, {record['train_seconds']:.1f} s (solver "
-            f"{100 * record['solver_share']:.1f}%)"
-        )
+        return epoch_line(record, epochs, f"test accuracy {record['test']['accuracy']:.3f}")
 
     return describe
 

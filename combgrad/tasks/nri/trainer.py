@@ -52,6 +52,7 @@ from torch import nn
 from ...adapters import differentiable
 from ...solvers import get as get_solver
 from .._training import (
+    epoch_line,
     Checkpoint,
     Progress,
     Stateful,
@@ -297,10 +298,9 @@ def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
     """The per-epoch log line (runs without a progress bar)."""
 
     def describe(record: dict[str, Any]) -> str:
-        return (
-            f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, val edge accuracy "
-            f"{record['val']['edge_accuracy']:.3f}, test edge accuracy {record['test']['edge_accuracy']:.3f}, "
-            f"{record['train_seconds']:.1f} s (solver {100 * record['solver_share']:.1f}%)"
+        return epoch_line(
+            record, epochs, f"val edge accuracy {record['val']['edge_accuracy']:.3f}, "
+            f"test edge accuracy {record['test']['edge_accuracy']:.3f}"
         )
 
     return describe

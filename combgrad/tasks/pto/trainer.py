@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .._training import (
+    epoch_line,
     Checkpoint,
     Progress,
     Stateful,
@@ -249,12 +250,10 @@ def _check_method(config: PtoConfig, loss_fn: Callable[[torch.Tensor, Batch], to
 
 
 def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
+    """The per-epoch log line (runs without a progress bar)."""
+
     def describe(record: dict[str, Any]) -> str:
-        return (
-            f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, test normalized regret "
-            f"{record['test']['normalized_regret']:.4f}, {record['train_seconds']:.2f} s "
-            f"(solver {100 * record['solver_share']:.1f}%)"
-        )
+        return epoch_line(record, epochs, f"test normalized regret {record['test']['normalized_regret']:.4f}")
 
     return describe
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..._checks import check_bool, check_number, check_positive_int
+from ..._checks import check_bool
 from ...gradients import options as gradient_options
-from .._digits_run import check_estimator
+from .._digits_run import complete_run_settings
 from .._digits_run import resolved_options as _resolved_options
 
 ESTIMATOR_DEFAULTS: dict[str, dict[str, Any]] = {"aimle": {"symmetric": True}}
@@ -100,22 +100,9 @@ class VaeConfig:
         owner = "vae"
         self.full = check_bool(owner, "full", self.full)
         preset = FULL if self.full else QUICK
-        # Settings left at None take the preset's value; every value is stored as a
-        # plain Python number (a checkpoint records them and loads with weights_only).
-        for name in ("groups", "group_size", "k", "hidden", "epochs", "batch_size"):
-            value = preset[name] if getattr(self, name) is None else getattr(self, name)
-            setattr(self, name, check_positive_int(owner, name, value))
+        complete_run_settings(self, owner, preset, ("groups", "group_size", "k", "hidden", "epochs", "batch_size"))
         if int(self.k or 0) >= int(self.group_size or 0):
             raise ValueError(f"{owner}: k must be an integer < group_size = {self.group_size}, got {self.k}")
-        self.lr = check_number(owner, "lr", preset["lr"] if self.lr is None else self.lr, positive=True)
-        self.seed = check_positive_int(owner, "seed", self.seed, minimum=0)
-        if self.data is not None and not isinstance(self.data, str):
-            raise ValueError(f"{owner}: data must be a folder name or None, got {self.data!r}")
-        for name in ("resume", "progress", "plots"):
-            setattr(self, name, check_bool(owner, name, getattr(self, name)))
-        if not isinstance(self.options, dict):
-            raise ValueError(f"{owner}: options must be a dict, got {type(self.options).__name__}")
-        check_estimator(owner, self.estimator)
 
     def resolved_options(self) -> dict[str, Any]:
         """The estimator options in effect: :data:`ESTIMATOR_DEFAULTS`, then ``options``

@@ -34,7 +34,7 @@ import torch
 
 from .._digits import binarise, load
 from .._digits_run import fit, topk_layer
-from .._training import atomic_write_json, resolve_device, seed_everything
+from .._training import atomic_write_json, epoch_line, resolve_device, seed_everything
 from .config import VaeConfig
 from .model import DiscreteVAE, negative_elbo
 from .plots import plot_losses, plot_reconstructions
@@ -152,12 +152,13 @@ def train(
 
 
 def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
+    """The per-epoch log line (runs without a progress bar)."""
+
     def describe(record: dict[str, Any]) -> str:
         test = record["test"]
-        return (
-            f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.3f}, test negative ELBO {test['loss']:.3f} "
-            f"(reconstruction {test['reconstruction']:.3f}, KL {test['kl']:.3f}), {record['train_seconds']:.1f} s "
-            f"(solver {100 * record['solver_share']:.1f}%)"
+        return epoch_line(
+            record, epochs,
+            f"test negative ELBO {test['loss']:.3f} (reconstruction {test['reconstruction']:.3f}, KL {test['kl']:.3f})",
         )
 
     return describe

@@ -47,6 +47,7 @@ from ...adapters import differentiable
 from ...gradients import losses
 from ...solvers import get as get_solver
 from .._training import (
+    epoch_line,
     Checkpoint,
     World,
     average_buffers,
@@ -328,10 +329,9 @@ def _describe(epochs: int) -> Callable[[dict[str, Any]], str]:
     """The per-epoch log line (runs without a progress bar)."""
 
     def describe(record: dict[str, Any]) -> str:
-        return (
-            f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, val cost-optimal "
-            f"{record['val']['cost_optimal']:.3f}, test cost-optimal {record['test']['cost_optimal']:.3f}, "
-            f"{record['train_seconds']:.1f} s (solver {100 * record['solver_share']:.1f}%)"
+        return epoch_line(
+            record, epochs, f"val cost-optimal {record['val']['cost_optimal']:.3f}, "
+            f"test cost-optimal {record['test']['cost_optimal']:.3f}"
         )
 
     return describe
